@@ -1,0 +1,2 @@
+"""Importing this package registers every model builder."""
+from . import baselines, repvgg, repvggplus, ssd, vgg  # noqa: F401
