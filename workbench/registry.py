@@ -135,6 +135,7 @@ def create_model(
     model.workbench_name = spec.name  # plain attributes, not parameters
     model.workbench_input_size = size
     model.workbench_num_classes = n
+    model.workbench_task = spec.task
     model.eval()
     if deploy:
         from .reparam import reparameterize_model

@@ -1,0 +1,103 @@
+"""ONNX: fp32 (checked, simplified, provenance in metadata_props), fp16, int8 QDQ, int8-dynamic."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import ConvertResult, SkipCombination
+from .common import MainOutput, output_names, provenance
+
+OPSET = 17
+
+
+def export_fp32(model, path: Path, input_size: int) -> list[str]:
+    """torch -> ONNX (TorchScript exporter: one self-contained file), checked and simplified."""
+    import onnx
+
+    notes = []
+    x = torch.zeros(1, 3, input_size, input_size)
+    names = output_names(model)
+    torch.onnx.export(MainOutput(model).eval(), (x,), str(path), opset_version=OPSET,
+                      input_names=["input"], output_names=names, do_constant_folding=True,
+                      dynamo=False)
+    m = onnx.load(str(path))
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(m)
+        if ok:
+            m = simplified
+        else:
+            notes.append("onnxsim could not validate its simplification; kept the unsimplified graph")
+    except Exception as e:  # simplification is an optimization, never a reason to fail
+        notes.append(f"onnxsim skipped: {type(e).__name__}: {e}"[:200])
+    onnx.save(m, str(path))
+    onnx.checker.check_model(str(path))
+    return notes
+
+
+def _stamp(path: Path, meta: dict) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    m.producer_name = "edge-workbench"
+    onnx.save(m, str(path))
+    onnx.checker.check_model(str(path))
+
+
+class _Reader:
+    def __init__(self, calib: np.ndarray):
+        self.data = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
+
+    def get_next(self):
+        return next(self.data, None)
+
+
+def convert(model, out_path: str, precision: str, options: dict, calib, base_fp32: Path) -> ConvertResult:
+    out = Path(out_path)
+    size = model.workbench_input_size
+    notes: list[str] = []
+    if not base_fp32.exists():
+        tmp = base_fp32.with_name(base_fp32.name + ".partial")
+        notes += export_fp32(model, tmp, size)
+        os.replace(tmp, base_fp32)
+    if precision == "fp32":
+        out.write_bytes(base_fp32.read_bytes())
+    elif precision == "fp16":
+        import onnx
+        from onnxconverter_common import float16
+
+        m16 = float16.convert_float_to_float16(onnx.load(str(base_fp32)), keep_io_types=True)
+        onnx.save(m16, str(out))
+    elif precision == "int8":
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        if calib is None or len(calib) == 0:
+            raise ValueError("int8 needs calibration data")
+        quantize_static(str(base_fp32), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        notes.append(f"static QDQ, per-channel int8 weights, MinMax calibration on {len(calib)} images")
+    elif precision == "int8-dynamic":
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        ops = {n.op_type for n in onnx.load(str(base_fp32)).graph.node}
+        if not ops & {"MatMul", "Gemm"}:
+            raise SkipCombination("no MatMul/Gemm to quantize dynamically (ConvInteger does not "
+                                  "load in ONNX Runtime's CPU provider); use int8")
+        quantize_dynamic(str(base_fp32), str(out), op_types_to_quantize=["MatMul", "Gemm"],
+                         weight_type=QuantType.QUInt8)
+        notes.append("dynamic quantization of MatMul/Gemm only; convolutions stay float")
+    else:
+        raise SkipCombination(f"onnx has no {precision} variant")
+    _stamp(out, provenance(model, "onnx", precision, "torch.onnx"))
+    return ConvertResult(route="torch.onnx", notes=notes, extra={"opset": OPSET})
+

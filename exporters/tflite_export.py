@@ -1,0 +1,153 @@
+"""TFLite: fp32, fp16, int8-dynamic (dynamic range) and int8 (full integer).
+
+Routes, recorded per file:
+- ``tf-direct`` (default): the deploy graph is built in TensorFlow straight from the torch
+  weights (``exporters.tf_graph``), saved once as a SavedModel and converted per precision.
+- ``onnx2tf``: from the fp32 ONNX file, used when tf-direct meets an op it does not map (or on
+  request). Its traps are handled: no download (we write its calibration sample ourselves),
+  the venv's bin on PATH for onnxsim, float and quantized variants in separate runs.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .base import ConvertResult, SkipCombination
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def build_saved_model(model, saved_dir: Path, nchw: bool) -> dict:
+    """torch (deploy) model -> SavedModel; frees the graph builder before returning."""
+    tf = _quiet_tf()
+    from .tf_graph import GraphBuilder
+
+    gb = GraphBuilder(model, model.workbench_input_size, nchw_input=nchw)
+    holder, cf = gb.build()
+    tmp = saved_dir.with_name(saved_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(holder, str(tmp), signatures={"serving_default": cf})
+    os.replace(tmp, saved_dir)
+    counts = dict(gb.op_counts)
+    del gb, holder, cf
+    gc.collect()
+    return counts
+
+
+def _representative(calib: np.ndarray, nchw: bool):
+    def gen():
+        for i in range(len(calib)):
+            x = calib[i : i + 1].astype(np.float32)
+            yield [x if nchw else np.ascontiguousarray(x.transpose(0, 2, 3, 1))]
+    return gen
+
+
+def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw: bool, int8_io: bool) -> list[str]:
+    tf = _quiet_tf()
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
+    notes: list[str] = []
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8-dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        notes.append("dynamic range: int8 weights, activations quantized on the fly")
+    elif precision == "int8":
+        if calib is None or len(calib) == 0:
+            raise ValueError("int8 needs calibration data")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = _representative(calib, nchw)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        notes.append(f"full integer, calibrated on {len(calib)} images, "
+                     f"{'int8' if int8_io else 'float32'} input/output")
+    elif precision != "fp32":
+        raise SkipCombination(f"tflite has no {precision} variant")
+    out.write_bytes(conv.convert())
+    return notes
+
+
+def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: bool, work: Path) -> list[str]:
+    """onnx2tf route, offline-safe; one run per precision (INT8 runs corrupt ceil-mode pools)."""
+    import onnx2tf
+
+    run_dir = work / f"onnx2tf-{precision}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    # onnx2tf downloads this sample for 3-channel inputs; write our own calibration images instead
+    sample = calib if calib is not None and len(calib) else np.zeros((1, 3, 128, 128), np.float32)
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    pix = np.clip(sample.transpose(0, 2, 3, 1) * std + mean, 0, 1).astype(np.float32)
+    np.save(run_dir / "calibration_image_sample_data_20x128x128x3_float32.npy", pix[:20])
+    cwd = os.getcwd()
+    os.chdir(run_dir)
+    try:
+        kwargs = dict(input_onnx_file_path=str(onnx_path), output_folder_path=str(run_dir / "out"),
+                      non_verbose=True, keep_ncw_or_nchw_or_ncdhw_input_names=["input"] if nchw else None)
+        if precision == "int8":
+            calib_path = run_dir / "calib.npy"
+            np.save(calib_path, pix)
+            kwargs.update(output_integer_quantized_tflite=True,
+                          custom_input_op_name_np_data_path=[["input", str(calib_path), mean.reshape(1, 1, 1, 3).tolist(),
+                                                              std.reshape(1, 1, 1, 3).tolist()]])
+        elif precision == "int8-dynamic":
+            kwargs.update(output_dynamic_range_quantized_tflite=True)
+        onnx2tf.convert(**kwargs)
+    finally:
+        os.chdir(cwd)
+    stem = onnx_path.stem
+    produced = {
+        "fp32": f"{stem}_float32.tflite", "fp16": f"{stem}_float16.tflite",
+        "int8-dynamic": f"{stem}_dynamic_range_quant.tflite", "int8": f"{stem}_full_integer_quant.tflite",
+    }[precision]
+    src = run_dir / "out" / produced
+    if not src.exists():
+        raise RuntimeError(f"onnx2tf did not write {produced}")
+    shutil.copyfile(src, out)
+    return ["onnx2tf route; its own output check is off when calibration data is given, "
+            "so the workbench validates the file itself"]
+
+
+def convert(model, out_path: str, precision: str, options: dict, calib, work: Path,
+            onnx_base: Path | None = None, onnx_builder=None) -> ConvertResult:
+    out = Path(out_path)
+    nchw = bool(options.get("nchw"))
+    int8_io = bool(options.get("int8_io"))
+    route = options.get("route", "auto")
+    notes: list[str] = []
+    extra: dict = {"layout": "NCHW" if nchw else "NHWC"}
+    if route in ("auto", "tf-direct"):
+        saved = work / f"tf_saved_model_{'nchw' if nchw else 'nhwc'}"
+        try:
+            if not saved.exists():
+                extra["graph_ops"] = build_saved_model(model, saved, nchw)
+            notes += convert_saved_model(saved, out, precision, calib, nchw, int8_io)
+            return ConvertResult(route="tf-direct", notes=notes, extra=extra)
+        except SkipCombination:
+            raise
+        except Exception as e:
+            from .tf_graph import UnsupportedOp
+
+            if route == "tf-direct" or not isinstance(e, UnsupportedOp):
+                raise
+            notes.append(f"tf-direct cannot map {e}; fell back to onnx2tf")
+    if onnx_base is None or onnx_builder is None:
+        raise RuntimeError("the onnx2tf route needs the fp32 ONNX file")
+    onnx_builder()
+    notes += convert_onnx2tf(onnx_base, out, precision, calib, nchw, work)
+    return ConvertResult(route="onnx2tf", notes=notes, extra=extra)

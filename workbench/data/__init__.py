@@ -1,0 +1,1 @@
+"""Datasets: the built-in generated sets (no download) and user folders."""
