@@ -80,6 +80,67 @@ def cmd_reparam(args) -> int:
     return 0
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def cmd_export(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .export import ExportOptions, export_model
+
+    opts = ExportOptions(formats=_csv(args.formats), precisions=_csv(args.precisions),
+                         calib_dir=args.calib, calib_count=args.calib_count, reparam=not args.no_reparam,
+                         nchw=args.nchw, int8_io=args.int8_io, route=args.route, timeout_s=args.timeout,
+                         threads=args.threads, image_input=args.image_input).validate()
+    console = Console(stderr=True, width=140)
+    rows = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=args.json) as bar:
+        task = bar.add_task(f"export {args.model}", total=len(opts.formats) * len(opts.precisions))
+
+        def progress(event: str, info: dict) -> None:
+            if event == "start":
+                bar.update(task, description=f"export {args.model}: {info['format']} {info['precision']}")
+            elif event == "done":
+                r = info["record"]
+                rows.append(r)
+                bar.advance(task)
+                if not args.json:
+                    bar.console.print(_row_line(r))
+            elif event == "load":
+                bar.update(task, description=f"export {args.model}: loading, re-parameterizing, data")
+
+        manifest = export_model(args.model, out_dir=args.out, weights=args.weights, num_classes=args.num_classes,
+                                input_size=args.input_size, options=opts, progress=progress)
+    failed = [a for a in manifest["artifacts"] if a["status"] == "failed"]
+    if args.json:
+        _print_json(manifest)
+    else:
+        s = manifest["summary"]
+        print(f"{s['ok']} ok, {s['failed']} failed, {s['skipped']} skipped; manifest: {args.out}/manifest.json")
+    return 1 if failed else 0
+
+
+def _row_line(r: dict) -> str:
+    head = f"{r['format']:7s} {r['precision']:13s}"
+    if r["status"] != "ok":
+        colour = "red" if r["status"] == "failed" else "yellow"
+        return f"[{colour}]{head} {r['status'].upper()}[/]: {r['reason']}"
+    f = r.get("fidelity") or {}
+    if "cosine" in f:
+        fid = f"cos {f['cosine']:.6f}, max|d| {f['max_abs_diff']:.2e}, agree {f.get('agreement', float('nan')):.3f}"
+    else:
+        v = r.get("validation") or {}
+        snr = v.get("weight_snr_db")
+        fid = "not runnable here (needs macOS)" + (f"; weight SNR {snr:.1f} dB" if snr is not None else "")
+    gpu = r.get("gpu_delegate")
+    g = f"; GPU delegate {gpu['delegated_ops']}/{gpu['total_ops']} ops" if gpu else ""
+    return (f"[green]{head} ok[/] {r['size_bytes'] / 1e6:8.2f} MB {r['export_seconds']:6.1f} s "
+            f"{r['peak_rss_mb']:7.0f} MB peak [{r['route']}] {fid}{g}")
+
+
 def cmd_demo(args) -> int:
     from pathlib import Path
 
@@ -119,6 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="FILE", help=".pth or .safetensors to write")
     s.add_argument("--seed", type=int, default=0, help="seed of the equivalence check input")
     s.set_defaults(func=cmd_reparam)
+    s = sub.add_parser("export", help="export to ONNX / TFLite / CoreML and verify every artifact")
+    model_args(s)
+    s.add_argument("--formats", default="onnx,tflite,coreml", help="comma list (default: %(default)s)")
+    s.add_argument("--precisions", default="fp32,fp16,int8",
+                   help="comma list of fp32, fp16, int8, int8-dynamic, pal4, pal6, pal8 (default: %(default)s)")
+    s.add_argument("--calib", metavar="DIR", help="folder of calibration images (default: built-in set)")
+    s.add_argument("--calib-count", type=int, default=64, metavar="N")
+    s.add_argument("--no-reparam", action="store_true", help="export the train-time form as is")
+    s.add_argument("--nchw", action="store_true", help="TFLite input in NCHW (default NHWC)")
+    s.add_argument("--int8-io", action="store_true", help="TFLite int8: int8 input/output tensors")
+    s.add_argument("--image-input", action="store_true", help="CoreML: image input instead of a tensor")
+    s.add_argument("--route", default="auto", choices=["auto", "tf-direct", "onnx2tf"],
+                   help="TFLite conversion route (default: tf-direct, onnx2tf as fallback)")
+    s.add_argument("--timeout", type=float, default=900, metavar="S", help="per conversion (default: %(default)s)")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("demo", help="run the main job on the embedded default")
     s.add_argument("--out", default="reports/demo", metavar="DIR")
     s.set_defaults(func=cmd_demo)

@@ -1,0 +1,115 @@
+"""GPU-delegate readiness of a ``.tflite`` file, judged against the delegate's documented limits.
+
+TensorFlow's own check (``tf.lite.experimental.Analyzer.analyze(gpu_compatibility=True)``) is a
+no-op in TF 2.19 (tensorflow#77042), and no GPU delegate runs on Linux x86, so this is a static
+rule check. It predicts which ops the delegate would take; the delegated node count and the
+latency are measured only on a real device (``adb`` runner: "Replacing N out of M node(s)").
+
+The rule table is the one place these limits live. Source: the TFLite GPU delegate's op parsers
+in ``tensorflow/lite/delegates/gpu/common/model_builder.cc`` (TF 2.19) and the guide
+https://ai.google.dev/edge/litert/performance/gpu ("Supported ops", quantized models). General
+limits from the same sources: tensors of rank <= 4, static shapes, float32/float16 compute
+(8-bit models run through dequantized constants and quantization simulators), batch 1.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+RULES_SOURCE = ("tensorflow/lite/delegates/gpu/common/model_builder.cc (TF 2.19) op parsers; "
+                "ai.google.dev/edge/litert/performance/gpu")
+
+# op -> constraint note ("" = no extra constraint beyond the general limits)
+GPU_OPS: dict[str, str] = {
+    "ABS": "", "ADD": "", "AVERAGE_POOL_2D": "", "BATCH_MATMUL": "", "CAST": "",
+    "CONCATENATION": "", "CONV_2D": "", "COS": "", "CUMSUM": "", "DENSIFY": "",
+    "DEPTH_TO_SPACE": "", "DEPTHWISE_CONV_2D": "", "DEQUANTIZE": "", "DIV": "", "ELU": "",
+    "EQUAL": "", "EXP": "", "FLOOR": "", "FLOOR_DIV": "", "FLOOR_MOD": "", "FULLY_CONNECTED": "",
+    "GATHER": "", "GREATER": "", "GREATER_EQUAL": "", "HARD_SWISH": "", "LEAKY_RELU": "",
+    "LESS": "", "LESS_EQUAL": "", "LOG": "", "LOGISTIC": "", "LSTM": "basic LSTM only",
+    "MAX_POOL_2D": "", "MAXIMUM": "", "MEAN": "", "MINIMUM": "", "MIRROR_PAD": "", "MUL": "",
+    "NEG": "", "NOT_EQUAL": "", "ONE_HOT": "", "PACK": "", "PAD": "", "PADV2": "", "POW": "",
+    "PRELU": "", "QUANTIZE": "", "REDUCE_MAX": "", "REDUCE_MIN": "", "REDUCE_PROD": "",
+    "RELU": "", "RELU6": "", "RELU_N1_TO_1": "", "RESHAPE": "", "RESIZE_BILINEAR": "",
+    "RESIZE_NEAREST_NEIGHBOR": "", "RSQRT": "", "SELECT_V2": "", "SIN": "", "SLICE": "",
+    "SOFTMAX": "", "SPACE_TO_DEPTH": "", "SPLIT": "", "SPLIT_V": "", "SQRT": "", "SQUARE": "",
+    "SQUARED_DIFFERENCE": "", "STRIDED_SLICE": "", "SUB": "", "SUM": "", "TANH": "", "TILE": "",
+    "TRANSPOSE": "", "TRANSPOSE_CONV": "",
+}
+# ops users meet in detection and RepVGG exports that the delegate does not take
+KNOWN_CPU_FALLBACK: dict[str, str] = {
+    "SPACE_TO_BATCH_ND": "not supported (a dilated conv lowered to SpaceToBatch runs on CPU)",
+    "BATCH_TO_SPACE_ND": "not supported",
+    "NON_MAX_SUPPRESSION_V4": "no NMS on the GPU delegate", "NON_MAX_SUPPRESSION_V5": "no NMS on the GPU delegate",
+    "TFLite_Detection_PostProcess": "custom op, CPU only", "TOPK_V2": "not supported",
+    "ARG_MAX": "not supported", "ARG_MIN": "not supported",
+    "LOCAL_RESPONSE_NORMALIZATION": "not supported", "L2_NORMALIZATION": "not supported",
+    "WHILE": "control flow is not supported", "IF": "control flow is not supported",
+}
+FLOAT_TYPES = {"float32", "float16"}
+QUANT_TYPES = {"int8", "uint8", "int32"}  # int32: quantized biases
+
+
+def _dtype_name(d) -> str:
+    return getattr(d, "__name__", str(d)).replace("numpy.", "")
+
+
+def analyze(path: str) -> dict:
+    """Per-op verdicts for one ``.tflite`` file (reads the graph, runs nothing)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    delegated: Counter = Counter()
+    fallback: Counter = Counter()
+    reasons: dict[str, str] = {}
+    dynamic = False
+    for op in it._get_ops_details():
+        name = op["op_name"]
+        why = None
+        if name not in GPU_OPS:
+            why = KNOWN_CPU_FALLBACK.get(name, "not in the GPU delegate's op list")
+        io = [tensors[i] for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0 and i in tensors]
+        for t in io:
+            if len(t["shape"]) > 4:
+                why = why or f"tensor {t['name']} has rank {len(t['shape'])} > 4"
+            if -1 in list(t.get("shape_signature", t["shape"])):
+                dynamic = True
+                why = why or f"tensor {t['name']} has a dynamic shape"
+            dt = _dtype_name(t["dtype"])
+            if dt not in FLOAT_TYPES | QUANT_TYPES:
+                why = why or f"tensor {t['name']} is {dt}"
+        if why:
+            fallback[name] += 1
+            reasons.setdefault(name, why)
+        else:
+            delegated[name] += 1
+    total = sum(delegated.values()) + sum(fallback.values())
+    quantized = any(_dtype_name(t["dtype"]) in ("int8", "uint8") for t in tensors.values())
+    return {
+        "delegated_ops": sum(delegated.values()),
+        "fallback_ops": sum(fallback.values()),
+        "total_ops": total,
+        "fully_delegated": total > 0 and not fallback,
+        "partitions_estimate": _partitions(it, set(fallback)),
+        "delegated_by_op": dict(delegated),
+        "fallback_by_op": dict(fallback),
+        "fallback_reasons": reasons,
+        "dynamic_shapes": dynamic,
+        "quantized_model": quantized,
+        "note": ("8-bit model: the delegate runs it through dequantized weights (fp16/fp32 on the GPU)"
+                 if quantized else "float model: the delegate computes in fp16 by default"),
+        "latency": "not measured (no GPU delegate on this host; measure on a device with the adb runner)",
+        "rules_source": RULES_SOURCE,
+    }
+
+
+def _partitions(it, fallback_names: set[str]) -> int:
+    """Contiguous runs of delegatable ops in execution order (each becomes one delegate kernel)."""
+    runs, inside = 0, False
+    for op in it._get_ops_details():
+        ok = op["op_name"] not in fallback_names and op["op_name"] in GPU_OPS
+        if ok and not inside:
+            runs += 1
+        inside = ok
+    return runs
