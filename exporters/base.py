@@ -96,6 +96,7 @@ class ArtifactRecord:
     notes: list[str] = field(default_factory=list)
     gate: dict | None = None
     validation: dict | None = None
+    stages: list = field(default_factory=list)  # per-process time and peak memory
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -147,6 +147,7 @@ class GraphBuilder:
 
     def _run(self, x):
         tf = self.tf
+        self.op_counts = {}  # the function may be traced more than once; count the last trace
         if self.nchw_input:
             x = tf.transpose(x, [0, 2, 3, 1])
         env: dict[fx.Node, Value] = {}

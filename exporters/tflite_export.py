@@ -53,10 +53,26 @@ def _representative(calib: np.ndarray, nchw: bool):
     return gen
 
 
+# Above this much weight data the converter stores tensors after the flatbuffer (buffer offsets):
+# it saves one full copy of the weights in converter memory (vgg16: 4.2 -> 3.1 GB peak, 17 -> 8 s)
+BUFFER_OFFSET_BYTES = 256 * 2**20
+
+
+def saved_model_dir(work: Path, nchw: bool) -> Path:
+    return work / f"tf_saved_model_{'nchw' if nchw else 'nhwc'}"
+
+
+def _variables_bytes(saved_dir: Path) -> int:
+    return sum(f.stat().st_size for f in (saved_dir / "variables").glob("*") if f.is_file())
+
+
 def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw: bool, int8_io: bool) -> list[str]:
     tf = _quiet_tf()
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
     notes: list[str] = []
+    if precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES:
+        conv._experimental_use_buffer_offset = True
+        notes.append("weights stored after the flatbuffer (buffer offsets): load with TFLite/LiteRT >= 2.15")
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -123,7 +139,7 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
             "so the workbench validates the file itself"]
 
 
-def convert(model, out_path: str, precision: str, options: dict, calib, work: Path,
+def convert(model_loader, out_path: str, precision: str, options: dict, calib, work: Path,
             onnx_base: Path | None = None, onnx_builder=None) -> ConvertResult:
     out = Path(out_path)
     nchw = bool(options.get("nchw"))
@@ -132,10 +148,10 @@ def convert(model, out_path: str, precision: str, options: dict, calib, work: Pa
     notes: list[str] = []
     extra: dict = {"layout": "NCHW" if nchw else "NHWC"}
     if route in ("auto", "tf-direct"):
-        saved = work / f"tf_saved_model_{'nchw' if nchw else 'nhwc'}"
+        saved = saved_model_dir(work, nchw)
         try:
             if not saved.exists():
-                extra["graph_ops"] = build_saved_model(model, saved, nchw)
+                extra["graph_ops"] = build_saved_model(model_loader(), saved, nchw)
             notes += convert_saved_model(saved, out, precision, calib, nchw, int8_io)
             return ConvertResult(route="tf-direct", notes=notes, extra=extra)
         except SkipCombination:

@@ -30,8 +30,11 @@ def _fault(fmt: str, precision: str) -> None:
 
 
 def _load(job: dict):
+    import torch
+
     from workbench.api import load_model
 
+    torch.set_num_threads(int(job.get("threads", 2)))
     m = job["model"]
     model = load_model(m["name"], weights=m["weights"], num_classes=m["num_classes"],
                        input_size=m["input_size"])
@@ -48,9 +51,16 @@ def convert(job: dict) -> dict:
     calib = np.load(job["calib"]) if job.get("calib") else None
     out = Path(job["out_path"])
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")  # converters check the suffix
-    model = _load(job)
+    cached = {}
+
+    def model_loader():
+        if "m" not in cached:
+            cached["m"] = _load(job)
+        return cached["m"]
+
     try:
         if fmt == "onnx":
+            model = model_loader()
             from . import onnx_export
 
             r = onnx_export.convert(model, str(partial), precision, job["options"], calib, work / "base_fp32.onnx")
@@ -61,16 +71,18 @@ def convert(job: dict) -> dict:
 
             def build_onnx():
                 if not base.exists():
+                    m = model_loader()
                     tmp = base.with_name(base.name + ".partial")
-                    onnx_export.export_fp32(model, tmp, model.workbench_input_size)
+                    onnx_export.export_fp32(m, tmp, m.workbench_input_size)
                     os.replace(tmp, base)
 
-            r = tflite_export.convert(model, str(partial), precision, job["options"], calib, work,
+            # the torch model is loaded only when the shared SavedModel is not built yet
+            r = tflite_export.convert(model_loader, str(partial), precision, job["options"], calib, work,
                                       onnx_base=base, onnx_builder=build_onnx)
         elif fmt == "coreml":
             from . import coreml_export
 
-            r = coreml_export.convert(model, str(partial), precision, job["options"], calib)
+            r = coreml_export.convert(model_loader(), str(partial), precision, job["options"], calib)
         else:
             raise SkipCombination(f"unknown format {fmt}")
     except SkipCombination as e:
@@ -81,6 +93,22 @@ def convert(job: dict) -> dict:
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     os.replace(partial, out)
     return {"status": "ok", "route": r.route, "notes": r.notes, "extra": r.extra}
+
+
+def prepare(job: dict) -> dict:
+    """tf-direct stage 1: build the shared SavedModel (a process of its own keeps peaks apart)."""
+    from . import tflite_export
+    from .tf_graph import UnsupportedOp
+
+    nchw = bool(job["options"].get("nchw"))
+    saved = tflite_export.saved_model_dir(Path(job["work_dir"]), nchw)
+    if saved.exists():
+        return {"status": "ok", "cached": True}
+    try:
+        counts = tflite_export.build_saved_model(_load(job), saved, nchw)
+    except UnsupportedOp as e:
+        return {"status": "unsupported", "reason": str(e)}
+    return {"status": "ok", "graph_ops": counts}
 
 
 def run(job: dict) -> dict:
@@ -102,10 +130,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        import torch
-
-        torch.set_num_threads(int(job.get("threads", 2)))
-        result = convert(job) if job["mode"] == "convert" else run(job)
+        result = {"convert": convert, "run": run, "prepare": prepare}[job["mode"]](job)
     except Exception as e:  # reported to the parent as the row's reason
         result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500],
                   "traceback": traceback.format_exc()[-4000:]}

@@ -215,22 +215,45 @@ def _export_one(rec, base_job, out, work, env, opts, cap, ref, task, priors, gat
     fmt, precision = rec.format, rec.precision
     path = out / f"{rec.model}_{precision}{cap.suffix}"
     tag = f"{fmt}-{precision}"
-    job = {**base_job, "mode": "convert", "format": fmt, "precision": precision, "out_path": str(path),
-           "result_path": str(work / f"{tag}.convert.json")}
-    Path(job["result_path"]).unlink(missing_ok=True)
-    job_file = work / f"{tag}.convert.job.json"
-    job_file.write_text(json.dumps(job))
-    pr = run_isolated([sys.executable, "-m", "exporters.worker", str(job_file)], timeout=opts.timeout_s,
-                      log_path=work / f"{tag}.convert.log", env=env)
-    rec.export_seconds, rec.peak_rss_mb = round(pr.seconds, 2), round(pr.peak_rss_mb, 1)
-    res = _read_result(job["result_path"])
+    stages = []
+    job = {**base_job, "format": fmt, "precision": precision, "out_path": str(path)}
+
+    def stage(mode: str):
+        j = {**job, "mode": mode, "result_path": str(work / f"{tag}.{mode}.json")}
+        Path(j["result_path"]).unlink(missing_ok=True)
+        job_file = work / f"{tag}.{mode}.job.json"
+        job_file.write_text(json.dumps(j))
+        pr = run_isolated([sys.executable, "-m", "exporters.worker", str(job_file)], timeout=opts.timeout_s,
+                          log_path=work / f"{tag}.{mode}.log", env=env)
+        stages.append({"stage": mode, "seconds": round(pr.seconds, 2), "peak_rss_mb": round(pr.peak_rss_mb, 1)})
+        rec.export_seconds = round(sum(s["seconds"] for s in stages), 2)
+        rec.peak_rss_mb = max(s["peak_rss_mb"] for s in stages)
+        return pr, _read_result(j["result_path"])
+
+    if fmt == "tflite" and opts.route != "onnx2tf":
+        # stage 1 builds the SavedModel shared by every precision, in a process of its own
+        pr, res = stage("prepare")
+        if res is None or res["status"] == "failed" or pr.timed_out:
+            rec.status = "failed"
+            rec.reason = "building the TensorFlow graph failed: " + (res.get("reason") if res else pr.describe_failure())
+            return rec
+        if res["status"] == "unsupported":
+            if opts.route == "tf-direct":
+                rec.status, rec.reason = "failed", f"tf-direct cannot map {res['reason']}; try --route onnx2tf"
+                return rec
+            job["options"] = {**job["options"], "route": "onnx2tf"}
+            rec.notes.append(f"tf-direct cannot map {res['reason']}; used onnx2tf")
+        if res.get("cached"):
+            stages.pop()  # shared with an earlier precision; its cost is on that row
+    pr, res = stage("convert")
+    rec.stages = stages
     if pr.timed_out or res is None:
         rec.status, rec.reason = "failed", pr.describe_failure() if (pr.timed_out or pr.crashed) else "worker wrote no result"
         return rec
     if res["status"] != "ok":
         rec.status, rec.reason = res["status"], res.get("reason")
         return rec
-    rec.route, rec.notes = res.get("route"), res.get("notes", [])
+    rec.route, rec.notes = res.get("route"), rec.notes + res.get("notes", [])
     rec.path, rec.sha256, rec.size_bytes = str(path), sha256_path(path), size_bytes(path)
     extra = res.get("extra") or {}
     if "validation" in extra:
