@@ -18,32 +18,62 @@ def run_onnx(path: str, inputs: np.ndarray, threads: int = 2) -> list[np.ndarray
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
+def _quantize_in(x: np.ndarray, det: dict) -> np.ndarray:
+    if det["dtype"] in (np.int8, np.uint8):
+        scale, zp = det["quantization"]
+        lo, hi = (-128, 127) if det["dtype"] == np.int8 else (0, 255)
+        return np.clip(np.round(x / scale + zp), lo, hi).astype(det["dtype"])
+    return x
+
+
+def _dequantize_out(y: np.ndarray, det: dict) -> np.ndarray:
+    if det["dtype"] in (np.int8, np.uint8):
+        scale, zp = det["quantization"]
+        return (y.astype(np.float32) - zp) * scale
+    return y.astype(np.float32)
+
+
+def _output_order(names: list[str]) -> list[str]:
+    if all(n.startswith("output_") and n[7:].isdigit() for n in names):  # tf-direct: output_0, output_1
+        return sorted(names, key=lambda n: int(n[7:]))
+    if set(names) == {"loc", "conf"}:  # onnx2tf keeps the ONNX output names
+        return ["loc", "conf"]
+    return names
+
+
 def run_tflite(path: str, inputs: np.ndarray, threads: int = 2, nchw: bool = False) -> list[np.ndarray]:
+    """Through the signature runner when the file has one, else through tensor indices (the
+    subgraph's output order, which follows the source graph's)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), num_threads=threads)
-    runner = it.get_signature_runner()
-    in_name = next(iter(runner.get_input_details()))
-    in_det = runner.get_input_details()[in_name]
-    out_det = runner.get_output_details()
-    names = sorted(out_det, key=lambda n: int(n.rsplit("_", 1)[-1]) if n.rsplit("_", 1)[-1].isdigit() else n)
-    results: dict[str, list] = {n: [] for n in names}
-    for i in range(len(inputs)):
-        x = inputs[i : i + 1].astype(np.float32)
-        if not nchw:
-            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        if in_det["dtype"] in (np.int8, np.uint8):
-            scale, zp = in_det["quantization"]
-            x = np.clip(np.round(x / scale + zp), -128 if in_det["dtype"] == np.int8 else 0,
-                        127 if in_det["dtype"] == np.int8 else 255).astype(in_det["dtype"])
-        out = runner(**{in_name: x})
-        for n in names:
-            y = out[n]
-            if out_det[n]["dtype"] in (np.int8, np.uint8):
-                scale, zp = out_det[n]["quantization"]
-                y = (y.astype(np.float32) - zp) * scale
-            results[n].append(y.astype(np.float32))
-    return [np.concatenate(results[n]) for n in names]
+    results: list[list[np.ndarray]] = []
+    if it.get_signature_list():
+        runner = it.get_signature_runner()
+        in_name = next(iter(runner.get_input_details()))
+        in_det = runner.get_input_details()[in_name]
+        out_det = runner.get_output_details()
+        names = _output_order(list(out_det))
+        for i in range(len(inputs)):
+            x = _prepare(inputs[i : i + 1], nchw)
+            out = runner(**{in_name: _quantize_in(x, in_det)})
+            results.append([_dequantize_out(out[n], out_det[n]) for n in names])
+    else:
+        it.allocate_tensors()
+        in_det = it.get_input_details()[0]
+        outs = it.get_output_details()
+        by_name = {d["name"]: d for d in outs}
+        order = [by_name[n] for n in _output_order(list(by_name))]
+        for i in range(len(inputs)):
+            it.set_tensor(in_det["index"], _quantize_in(_prepare(inputs[i : i + 1], nchw), in_det))
+            it.invoke()
+            results.append([_dequantize_out(it.get_tensor(d["index"]), d) for d in order])
+    return [np.concatenate([r[k] for r in results]) for k in range(len(results[0]))]
+
+
+def _prepare(x: np.ndarray, nchw: bool) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x if nchw else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def run_artifact(path: str | Path, fmt: str, inputs: np.ndarray, *, threads: int = 2, nchw: bool = False) -> list[np.ndarray]:

@@ -114,7 +114,7 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
     os.chdir(run_dir)
     try:
         kwargs = dict(input_onnx_file_path=str(onnx_path), output_folder_path=str(run_dir / "out"),
-                      non_verbose=True, keep_ncw_or_nchw_or_ncdhw_input_names=["input"] if nchw else None)
+                      non_verbose=True, output_signaturedefs=True, keep_ncw_or_nchw_or_ncdhw_input_names=["input"] if nchw else None)
         if precision == "int8":
             calib_path = run_dir / "calib.npy"
             np.save(calib_path, pix)
@@ -123,7 +123,10 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
                                                               std.reshape(1, 1, 1, 3).tolist()]])
         elif precision == "int8-dynamic":
             kwargs.update(output_dynamic_range_quantized_tflite=True)
-        onnx2tf.convert(**kwargs)
+        try:
+            onnx2tf.convert(**kwargs)
+        except SystemExit as e:  # onnx2tf exits the process on some errors
+            raise RuntimeError(f"onnx2tf stopped (exit {e.code}); see the conversion log") from None
     finally:
         os.chdir(cwd)
     stem = onnx_path.stem

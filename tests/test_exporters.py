@@ -142,3 +142,16 @@ def test_gpu_rules_reject_what_the_delegate_cannot_take(tmp_path):
     p.write_bytes(data)
     g = analyze(str(p))
     assert g["fallback_by_op"] == {"ARG_MAX": 1} and not g["fully_delegated"]
+
+
+def test_onnx2tf_route_offline(tmp_path):
+    """The second route works with no network: we write onnx2tf's calibration sample ourselves."""
+    opts = ExportOptions(formats=("tflite",), precisions=("fp32", "int8"), route="onnx2tf", calib_count=8,
+                         fidelity_count=4)
+    m = export_model("repvgg-tiny", out_dir=tmp_path, options=opts)
+    rows = _rows(m)
+    for prec in ("fp32", "int8"):
+        assert rows[("tflite", prec)]["status"] == "ok", rows[("tflite", prec)]["reason"]
+        assert rows[("tflite", prec)]["route"] == "onnx2tf"
+    assert rows[("tflite", "fp32")]["fidelity"]["cosine"] >= 0.99999
+    assert not list(tmp_path.rglob("*.download*"))
