@@ -65,11 +65,13 @@ def convert(job: dict) -> dict:
 
             r = onnx_export.convert(model, str(partial), precision, job["options"], calib, work / "base_fp32.onnx")
         elif fmt == "tflite":
-            from . import onnx_export, tflite_export
+            from . import tflite_export
 
             base = work / "base_fp32.onnx"
 
             def build_onnx():
+                from . import onnx_export  # imports torch: only on the onnx2tf route
+
                 if not base.exists():
                     m = model_loader()
                     tmp = base.with_name(base.name + ".partial")

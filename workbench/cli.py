@@ -141,6 +141,107 @@ def _row_line(r: dict) -> str:
             f"{r['peak_rss_mb']:7.0f} MB peak [{r['route']}] {fid}{g}")
 
 
+def cmd_train(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      train_limit=args.limit, seed=args.seed)
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=args.json) as bar:
+        task = bar.add_task(f"train {args.model}", total=None)
+
+        def progress(d: dict) -> None:
+            total = d["epochs"] * d["steps"]
+            done = (d["epoch"] - 1) * d["steps"] + d["step"]
+            bar.update(task, total=total, completed=done,
+                       description=f"train {args.model} epoch {d['epoch']}/{d['epochs']} loss {d['loss']:.3f}")
+
+        summary = train(args.model, args.data, out=args.out, input_size=args.input_size,
+                        num_classes=args.num_classes, weights=args.weights, config=cfg, progress=progress)
+    if args.json:
+        _print_json(summary)
+    else:
+        ev = summary["eval"]
+        if "top1" in ev:
+            lo, hi = ev["top1_ci95"]
+            print(f"{summary['model']}: top-1 {ev['top1']:.3f} (95% CI {lo:.3f}-{hi:.3f}) on {ev['images']} "
+                  f"eval images of {ev['data']['source']}")
+        else:
+            print(f"{summary['model']}: mAP@0.5 {ev['map50']:.3f}, mAP@[.5:.95] {ev['map50_95']:.3f} on {ev['images']} images")
+        print(f"weights: {summary['weights']} (checkpoint {summary['checkpoint']}; summary {summary['weights']}.json)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate_target
+
+    res = evaluate_target(args.target, args.data, weights=args.weights, num_classes=args.num_classes,
+                          input_size=args.input_size, limit=args.limit, threads=args.threads)
+    if args.json:
+        _print_json(res)
+        return 0
+    for r in res["results"]:
+        name = r["target"] + (f" ({r['format']} {r['precision']})" if "format" in r else "")
+        if "status" in r:
+            print(f"{name}: {r['status']}")
+        elif "top1" in r:
+            lo, hi = r["top1_ci95"]
+            agree = r.get("vs_pytorch")
+            extra = f"; agreement with PyTorch {agree['agreement']:.3f} ({agree['changed_predictions']} changed)" if agree else ""
+            print(f"{name}: top-1 {r['top1']:.3f} (95% CI {lo:.3f}-{hi:.3f}), top-{r['top5_k']} {r['top5']:.3f}, "
+                  f"{r['images']} images{extra}")
+        else:
+            print(f"{name}: mAP@0.5 {r['map50']:.3f}, mAP@[.5:.95] {r['map50_95']:.3f}, {r['images']} images")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.measure import bench_target
+    from .bench.runners import Protocol
+
+    proto = Protocol(warmup=args.warmup, min_runs=args.runs, min_seconds=args.min_seconds, repeats=args.repeats)
+    rows = bench_target(args.target, args.device, proto)
+    if args.json:
+        _print_json(rows if len(rows) > 1 else rows[0])
+        return 0
+    for r in rows:
+        name = r["artifact"].rsplit("/", 1)[-1]
+        if r["status"] != "ok":
+            print(f"{name} on {r['device']}: {r['status']}: {r['reason']}")
+            continue
+        if r["estimated"]:
+            print(f"{name} on {r['device']}: ESTIMATE {r['p50_ms']:.2f} ms ({r['basis']['method']})")
+            continue
+        est = (r.get("basis") or {}).get("estimate_ms")
+        e = f"; roofline estimate {est:.2f} ms ({(r['basis']['estimate_error']) * 100:+.0f}%)" if est else ""
+        print(f"{name} on {r['device']} ({r['runtime']}, {r['threads']} threads): p50 {r['p50_ms']:.3f} ms, "
+              f"mean {r['mean_ms']:.3f} +- {r['std_ms']:.3f}, p90 {r['p90_ms']:.3f}, p99 {r['p99_ms']:.3f}, "
+              f"min {r['min_ms']:.3f}, max {r['max_ms']:.3f} ms over {r['runs']} runs; init {r['init_ms']:.1f} ms, "
+              f"first {r['first_ms']:.2f} ms; peak {r['peak_rss_mb']:.0f} MB{e}")
+        print(f"  timed: {r['timed_scope']}")
+        for w in r.get("warnings", []):
+            print(f"  warning: {w}")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from .bench.profiles import load_profiles
+
+    profiles, errors = load_profiles()
+    if args.json:
+        _print_json({"profiles": {n: p.__dict__ for n, p in profiles.items()}, "errors": errors})
+        return 0
+    for n, p in profiles.items():
+        print(f"{n:18s} {p.runner:8s} threads={p.threads!s:4s} {', '.join(p.runtimes):22s} {p.description}")
+    for f, e in errors.items():
+        print(f"error: {e}", file=sys.stderr)
+    return 2 if errors else 0
+
+
 def cmd_demo(args) -> int:
     from pathlib import Path
 
@@ -197,6 +298,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", required=True, metavar="DIR")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("train", help="short CPU training on labelled data (resumable)")
+    model_args(s)
+    s.add_argument("--data", required=True, help="builtin, builtin-det, an ImageFolder dir, COCO .json or VOC dir")
+    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    s.add_argument("--limit", type=int, help="use at most N training images")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, metavar="FILE", help=".pth or .safetensors; OUT.ckpt resumes")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="task accuracy of a model, an artifact or an export folder")
+    s.add_argument("target", help="model name, .onnx/.tflite file, or export folder")
+    s.add_argument("--data", required=True)
+    s.add_argument("--weights", metavar="PATH")
+    s.add_argument("--num-classes", type=int)
+    s.add_argument("--input-size", type=int)
+    s.add_argument("--limit", type=int, help="evaluate at most N images")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("bench", help="latency of an artifact or export folder on a device profile")
+    s.add_argument("target", help=".tflite/.onnx/.mlpackage file or export folder")
+    s.add_argument("--device", default="host", help="device profile name (see `workbench devices`)")
+    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--runs", type=int, default=50, help="minimum timed runs per repeat")
+    s.add_argument("--min-seconds", type=float, default=2.0, help="minimum time per repeat")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("devices", help="list the device profiles")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_devices)
 
     s = sub.add_parser("demo", help="run the main job on the embedded default")
     s.add_argument("--out", default="reports/demo", metavar="DIR")

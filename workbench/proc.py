@@ -1,4 +1,10 @@
-"""Run a command in its own process group with a timeout; measure wall time and peak memory."""
+"""Run a command in its own process group with a timeout; measure wall time and peak memory.
+
+Peak memory is the child's own high-water mark (``VmHWM`` in /proc, read every 50 ms; being a
+high-water mark, sampling loses only the last 50 ms) plus the resident memory of any helper
+processes it starts. ``wait4``'s ``ru_maxrss`` is not used: Linux carries the parent's
+high-water mark across fork+exec, so a small child of a large parent would report the parent's.
+"""
 from __future__ import annotations
 
 import os
@@ -32,6 +38,30 @@ class ProcResult:
         return f"worker exited with code {rc}"
 
 
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
+        pass
+    return 0
+
+
+def _tree_peak_kb(pid: int) -> int:
+    """The process's VmHWM plus the current VmRSS of its descendants."""
+    total = _status_kb(pid, "VmHWM")
+    try:
+        import psutil
+
+        for c in psutil.Process(pid).children(recursive=True):
+            total += _status_kb(c.pid, "VmRSS")
+    except Exception:  # the tree changes under us; the next sample catches up
+        pass
+    return total
+
+
 def run_isolated(cmd: list[str], *, timeout: float, log_path: Path, env: dict | None = None,
                  cwd: str | None = None) -> ProcResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,12 +70,12 @@ def run_isolated(cmd: list[str], *, timeout: float, log_path: Path, env: dict | 
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True, env=env, cwd=cwd)
         deadline = t0 + timeout
-        status = rusage = None
         timed_out = False
+        peak_kb = 0
         while True:
-            pid, st, ru = os.wait4(p.pid, os.WNOHANG)
+            peak_kb = max(peak_kb, _tree_peak_kb(p.pid))
+            pid, status, _ = os.wait4(p.pid, os.WNOHANG)
             if pid == p.pid:
-                status, rusage = st, ru
                 break
             if time.perf_counter() > deadline:
                 timed_out = True
@@ -53,10 +83,10 @@ def run_isolated(cmd: list[str], *, timeout: float, log_path: Path, env: dict | 
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                _, status, rusage = os.wait4(p.pid, 0)
+                _, status, _ = os.wait4(p.pid, 0)
                 break
             time.sleep(0.05)
         p.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
     seconds = time.perf_counter() - t0
     tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace") if log_path.exists() else ""
-    return ProcResult(p.returncode, seconds, rusage.ru_maxrss / 1024.0, timed_out, tail)
+    return ProcResult(p.returncode, seconds, peak_kb / 1024.0, timed_out, tail)

@@ -13,7 +13,7 @@ SPLIT_SEEDS = {"train": 1000, "calib": 2000, "eval": 3000}
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    base = rng.uniform(40, 200, size=3)
+    base = rng.uniform(30, 220, size=3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     fx, fy, ph = rng.uniform(2, 9), rng.uniform(2, 9), rng.uniform(0, 6.28)
     wave = np.sin(2 * np.pi * (fx * xx + fy * yy) + ph)[..., None] * rng.uniform(10, 35)
@@ -44,7 +44,9 @@ def draw_shape(img: np.ndarray, rng: np.random.Generator, shape: str, box_frac=(
     size = img.shape[0]
     r = rng.uniform(*box_frac) * size / 2
     cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-    colour = rng.uniform(0, 255, size=3)
+    # a colour far from the local background, so every image is solvable
+    bg = img[int(cy), int(cx)]
+    colour = np.clip((bg + 128 + rng.uniform(-40, 40, size=3)) % 256, 0, 255)
     m = _mask(shape, size, cx, cy, r)
     img[m] = colour
     ys, xs = np.nonzero(m)
@@ -64,3 +66,23 @@ def classification_images(n: int, size: int, split: str = "eval", seed: int = 0,
         draw_shape(img, rng, classes[k], (0.35, 0.8))
         images[i], labels[i] = img.astype(np.uint8), k
     return images, labels
+
+
+def detection_images(n: int, size: int, split: str = "eval", seed: int = 0, max_objects: int = 3,
+                     num_classes: int = len(SHAPES)) -> tuple[np.ndarray, list[dict]]:
+    """(N, size, size, 3) uint8 images with 1..max_objects shapes each, and per image
+    ``{"boxes": (K, 4) float32 xyxy pixels, "labels": (K,) int64 in 1..C}`` (0 is background)."""
+    rng = np.random.default_rng([SPLIT_SEEDS[split], seed, 7])
+    classes = SHAPES[: max(1, min(num_classes, len(SHAPES)))]
+    images = np.empty((n, size, size, 3), np.uint8)
+    targets = []
+    for i in range(n):
+        img = _background(rng, size)
+        boxes, labels = [], []
+        for _ in range(int(rng.integers(1, max_objects + 1))):
+            k = int(rng.integers(len(classes)))
+            boxes.append(draw_shape(img, rng, classes[k], (0.2, 0.5)))
+            labels.append(k + 1)
+        images[i] = img.astype(np.uint8)
+        targets.append({"boxes": np.asarray(boxes, np.float32), "labels": np.asarray(labels, np.int64)})
+    return images, targets

@@ -1,0 +1,1 @@
+"""Latency measurement: device profiles, runners (local, ssh, adb, estimate) and statistics."""

@@ -1,0 +1,86 @@
+"""``workbench bench``: latency of an artifact, an export folder or a zoo model on a device."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from .profiles import get_profile
+from .runners import Protocol, RunnerError, not_runnable, run_adb, run_local, run_ssh
+from .stats import LatencyStats
+
+FORMAT_BY_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".mlpackage": "coreml"}
+
+
+def _context(artifact: Path) -> dict:
+    """Model, classes, input size and precision for an artifact, from its export manifest."""
+    from ..evaluate import artifact_context
+
+    row, manifest = artifact_context(str(artifact))
+    return {"model": manifest["model"], "num_classes": manifest["num_classes"], "input_size": manifest["input_size"],
+            "precision": row.get("precision") or "fp32"}
+
+
+def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
+    from .estimate import estimate_ms
+
+    e = estimate_ms(ctx["model"], ctx["num_classes"], ctx["input_size"], ctx["precision"], profile, threads)
+    v = e["estimate_ms"]
+    return LatencyStats(device=profile.name, runner="estimate", threads=threads, init_ms=None, first_ms=None,
+                        mean_ms=v, std_ms=None, min_ms=None, p50_ms=v, p90_ms=None, p99_ms=None, max_ms=None,
+                        cv=None, runs=0, peak_rss_mb=None, timed_scope="estimate (nothing was timed)", estimated=True,
+                        artifact=artifact, runtime="roofline estimate", basis=e["basis"])
+
+
+def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Protocol(), *,
+                   with_estimate: bool = True) -> LatencyStats:
+    profile = get_profile(device)
+    threads = profile.resolved_threads()
+    p = Path(artifact)
+    if not p.exists():
+        raise ConfigError(f"{p} does not exist; pass an .onnx/.tflite/.mlpackage file or an export folder")
+    fmt = FORMAT_BY_SUFFIX.get(p.suffix)
+    if fmt is None:
+        raise ConfigError(f"{p.name}: cannot benchmark {p.suffix or 'this'} files; use .tflite, .onnx or .mlpackage")
+    if profile.runner == "estimate":
+        return _estimate(_context(p), profile, threads, str(p))
+    if profile.runtimes and fmt not in profile.runtimes:
+        return not_runnable(str(p), profile, profile.runner, f"{profile.name} offers {', '.join(profile.runtimes)}, not {fmt}")
+    if fmt == "coreml":
+        return not_runnable(str(p), profile, profile.runner, "not runnable on this host (CoreML needs macOS)")
+    if profile.runner == "local":
+        stats = run_local(str(p), profile, protocol, threads)
+        if with_estimate:
+            try:
+                est = _estimate(_context(p), profile, threads, str(p))
+                stats.basis = {"estimate_ms": est.p50_ms, "estimate_error": est.p50_ms / stats.p50_ms - 1,
+                               "estimate_basis": est.basis}
+            except (ConfigError, ValueError) as e:
+                stats.basis = {"estimate_ms": None, "estimate_error": None, "why": str(e)}
+        return stats
+    if profile.runner == "ssh":
+        return run_ssh(str(p), profile, protocol, threads)
+    if profile.runner == "adb":
+        if fmt != "tflite":
+            return not_runnable(str(p), profile, "adb", "benchmark_model runs .tflite files only")
+        return run_adb(str(p), profile, protocol, threads)
+    raise ConfigError(f"{profile.path}: runner {profile.runner!r} is not implemented")
+
+
+def bench_target(target: str, device: str, protocol: Protocol = Protocol()) -> list[dict]:
+    p = Path(target)
+    if p.is_dir() and p.suffix != ".mlpackage":
+        mf = p / "manifest.json"
+        if not mf.exists():
+            raise ConfigError(f"{p} has no manifest.json; pass an export folder or an artifact file")
+        rows = [a for a in json.loads(mf.read_text())["artifacts"] if a["status"] == "ok"]
+        out = []
+        for a in rows:
+            try:
+                out.append(bench_artifact(a["path"], device, protocol).to_dict())
+            except RunnerError as e:
+                s = not_runnable(a["path"], get_profile(device), get_profile(device).runner, str(e))
+                s.status = "failed"
+                out.append(s.to_dict())
+        return out
+    return [bench_artifact(p, device, protocol).to_dict()]

@@ -1,0 +1,195 @@
+"""Runners, chosen by the device profile: local, ssh, adb and estimate."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, WorkbenchError
+from .stats import LatencyStats, summarize
+
+AGENT = Path(__file__).with_name("agent.py")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    warmup: int = 10
+    min_runs: int = 50
+    min_seconds: float = 2.0
+    repeats: int = 3
+    timeout_s: float = 600.0
+
+    def job(self) -> dict:
+        return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
+                "repeats": self.repeats}
+
+
+class RunnerError(WorkbenchError):
+    pass
+
+
+def _last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    raise RunnerError("the agent printed no result")
+
+
+def not_runnable(artifact: str, profile, runner: str, reason: str) -> LatencyStats:
+    return LatencyStats(device=profile.name, runner=runner, threads=None, init_ms=None, first_ms=None, mean_ms=None,
+                        std_ms=None, min_ms=None, p50_ms=None, p90_ms=None, p99_ms=None, max_ms=None, cv=None,
+                        runs=0, peak_rss_mb=None, timed_scope="", estimated=False, artifact=artifact,
+                        status="not measured", reason=reason)
+
+
+def run_local(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
+    from ..proc import run_isolated
+
+    with tempfile.TemporaryDirectory(prefix="wb-bench-") as d:
+        job = {"path": str(Path(artifact).resolve()), "threads": threads, **protocol.job()}
+        jp = Path(d) / "job.json"
+        jp.write_text(json.dumps(job))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        pr = run_isolated([sys.executable, str(AGENT), str(jp)], timeout=protocol.timeout_s,
+                          log_path=Path(d) / "agent.log", env=env)
+        if pr.timed_out or pr.returncode != 0:
+            raise RunnerError(f"measurement of {Path(artifact).name} failed: {pr.describe_failure()}; "
+                              f"{pr.log_tail.strip().splitlines()[-1] if pr.log_tail.strip() else ''}")
+        raw = _last_json((Path(d) / "agent.log").read_text(errors="replace"))
+    return summarize(raw, device=profile.name, runner="local", artifact=str(artifact))
+
+
+def _ssh_base(conn: dict) -> list[str]:
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-p", str(conn.get("port", 22))]
+    if conn.get("key"):
+        cmd += ["-i", str(conn["key"])]
+    for o in conn.get("options", []):
+        cmd += ["-o", o]
+    return cmd
+
+
+def run_ssh(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
+    conn = profile.connection
+    target = f"{conn['user']}@{conn['host']}" if conn.get("user") else conn["host"]
+    workdir = conn.get("workdir", "/tmp/edge-workbench")
+    python = conn.get("python", "python3")
+    name = Path(artifact).name
+    job = {"path": f"{workdir}/{name}", "threads": threads, **protocol.job()}
+    base = _ssh_base(conn)
+    scp = ["scp", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-P", str(conn.get("port", 22))]
+    if conn.get("key"):
+        scp += ["-i", str(conn["key"])]
+    for o in conn.get("options", []):
+        scp += ["-o", o]
+    with tempfile.TemporaryDirectory(prefix="wb-ssh-") as d:
+        jp = Path(d) / "job.json"
+        jp.write_text(json.dumps(job))
+        steps = [
+            base + [target, f"mkdir -p {shlex.quote(workdir)}"],
+            scp + [str(AGENT), str(artifact), str(jp), f"{target}:{workdir}/"],
+        ]
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=protocol.timeout_s)
+            if r.returncode != 0:
+                raise RunnerError(f"ssh to {target} failed ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}); "
+                                  "check the profile's connection settings and that your key is authorized")
+        r = subprocess.run(base + [target, f"cd {shlex.quote(workdir)} && {python} agent.py job.json"],
+                           capture_output=True, text=True, timeout=protocol.timeout_s)
+        if r.returncode != 0:
+            raise RunnerError(f"the agent failed on {target}: {(r.stderr.strip().splitlines() or ['?'])[-1]}; "
+                              "it needs python3, numpy and ai-edge-litert / tflite-runtime or onnxruntime there")
+    return summarize(_last_json(r.stdout), device=profile.name, runner="ssh", artifact=str(artifact))
+
+
+# --- adb + Android's benchmark_model -------------------------------------------------------
+
+_NUM = r"([0-9.eE+-]+)"
+
+
+def parse_benchmark_model(text: str) -> dict:
+    """Parse TFLite benchmark_model output (microseconds) into milliseconds and counts."""
+    out: dict = {}
+    m = re.search(r"Replacing (\d+) out of (\d+) node\(s\) with delegate", text)
+    if m:
+        out["delegated_nodes"], out["total_nodes"] = int(m.group(1)), int(m.group(2))
+    m = re.search(r"(?:Initialized session|Init time|init)[^\n]*?in " + _NUM + r"ms", text)
+    if m:
+        out["init_ms"] = float(m.group(1))
+    runs = re.findall(r"count=(\d+)(?: first=" + _NUM + r")?(?: curr=" + _NUM + r")? min=" + _NUM + r" max=" + _NUM +
+                      r" avg=" + _NUM + r" std=" + _NUM, text)
+    if runs:
+        count, first, curr, mn, mx, avg, std = runs[-1]  # the last block is the timed one (first is warm-up)
+        out.update(runs=int(count), min_ms=float(mn) / 1e3, max_ms=float(mx) / 1e3, mean_ms=float(avg) / 1e3,
+                   std_ms=float(std) / 1e3)
+        if first:
+            out["first_ms"] = float(first) / 1e3
+        if len(runs) > 1 and runs[0][1]:
+            out["first_ms"] = float(runs[0][1]) / 1e3
+    m = re.search(r"Inference timings in us: Init: (\d+), First inference: (\d+), Warmup \(avg\): " + _NUM +
+                  r", Inference \(avg\): " + _NUM, text)
+    if m:
+        out["init_ms"] = int(m.group(1)) / 1e3
+        out["first_ms"] = int(m.group(2)) / 1e3
+        out.setdefault("mean_ms", float(m.group(4)) / 1e3)
+    m = re.search(r"(?:Peak memory footprint|overall memory usage)[^\n]*?(?:total|=)\s*" + _NUM + r"\s*MB", text, re.I)
+    if m:
+        out["peak_rss_mb"] = float(m.group(1))
+    m = re.search(r"Memory footprint delta from the start of the tool \(MB\): init=" + _NUM + r" overall=" + _NUM, text)
+    if m:
+        out["peak_rss_mb"] = float(m.group(2))
+    pct = re.findall(r"(?:^|\s)(p\d+)=\s*" + _NUM, text)  # present when --enable_op_profiling or percentiles
+    for k, v in pct:
+        out[f"{k}_ms"] = float(v) / 1e3
+    if "runs" not in out:
+        raise RunnerError("benchmark_model printed no timing block (count=... avg=...); see its output")
+    return out
+
+
+def run_adb(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
+    conn = profile.connection
+    adb = [conn.get("adb", "adb")] + (["-s", conn["serial"]] if conn.get("serial") else [])
+    bm = Path(conn["benchmark_model"])
+    if not bm.exists():
+        raise ConfigError(f"{profile.name}: benchmark_model not found at {bm}; download Android's prebuilt "
+                          "TFLite benchmark_model and set connection.benchmark_model")
+    wd = conn.get("workdir", "/data/local/tmp/edge-workbench")
+    name = Path(artifact).name
+    flags = [f"--graph={wd}/{name}", f"--num_threads={threads}", f"--warmup_runs={protocol.warmup}",
+             f"--num_runs={protocol.min_runs}", f"--min_secs={protocol.min_seconds}",
+             f"--use_gpu={'true' if conn.get('use_gpu') else 'false'}",
+             f"--use_xnnpack={'true' if conn.get('use_xnnpack', not conn.get('use_gpu')) else 'false'}"]
+    flags += list(conn.get("extra_flags", []))
+    steps = [adb + ["shell", f"mkdir -p {wd}"], adb + ["push", str(artifact), f"{wd}/{name}"],
+             adb + ["push", str(bm), f"{wd}/benchmark_model"], adb + ["shell", f"chmod +x {wd}/benchmark_model"]]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=protocol.timeout_s)
+        if r.returncode != 0:
+            raise RunnerError(f"adb failed ({' '.join(cmd[:3])}...): {(r.stderr or r.stdout).strip()[-200:]}; "
+                              "is the phone connected (adb devices) and authorized?")
+    r = subprocess.run(adb + ["shell", " ".join([f"{wd}/benchmark_model"] + flags)], capture_output=True, text=True,
+                       timeout=protocol.timeout_s)
+    if r.returncode != 0:
+        raise RunnerError(f"benchmark_model failed on the device: {(r.stderr or r.stdout).strip()[-300:]}")
+    parsed = parse_benchmark_model(r.stdout + "\n" + r.stderr)
+    mean = parsed.get("mean_ms")
+    return LatencyStats(device=profile.name, runner="adb", threads=threads, init_ms=parsed.get("init_ms"),
+                        first_ms=parsed.get("first_ms"), mean_ms=mean, std_ms=parsed.get("std_ms"),
+                        min_ms=parsed.get("min_ms"), p50_ms=parsed.get("p50_ms"), p90_ms=parsed.get("p90_ms"),
+                        p99_ms=parsed.get("p99_ms"), max_ms=parsed.get("max_ms"),
+                        cv=(parsed["std_ms"] / mean) if mean and parsed.get("std_ms") is not None else None,
+                        runs=parsed["runs"], peak_rss_mb=parsed.get("peak_rss_mb"),
+                        timed_scope="benchmark_model: interpreter invoke per run (its own timer)", estimated=False,
+                        artifact=str(artifact), runtime="TFLite benchmark_model" + (" + GPU delegate" if conn.get("use_gpu") else ""),
+                        basis={k: parsed[k] for k in ("delegated_nodes", "total_nodes") if k in parsed} or None,
+                        warnings=([] if parsed.get("p50_ms") else ["benchmark_model reports no percentiles: p50/p90/p99 are null"]))

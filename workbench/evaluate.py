@@ -1,0 +1,212 @@
+"""Task accuracy on labelled data, for PyTorch and for every artifact runnable here.
+
+Classification: top-1 / top-5 with a 95% Wilson interval and the number of images.
+Detection: mAP@0.5 and mAP@[.5:.95] from pycocotools' COCOeval (the maintained reference
+implementation; 101-point interpolation for both). Artifacts are scored on the same images as
+PyTorch, with paired agreement (how many predictions changed).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+    n = len(labels)
+    top1 = logits.argmax(1) == labels
+    k = min(5, logits.shape[1])
+    top5 = (np.argsort(-logits, 1)[:, :k] == labels[:, None]).any(1)
+    return {"images": n, "top1": float(top1.mean()), "top1_ci95": wilson_interval(int(top1.sum()), n),
+            "top5": float(top5.mean()), "top5_ci95": wilson_interval(int(top5.sum()), n),
+            "top5_k": k}
+
+
+def detection_metrics(loc: np.ndarray, conf: np.ndarray, targets: list[dict], priors: np.ndarray, size: int) -> dict:
+    """COCO-style evaluation of decoded detections against ground-truth boxes."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from .detection import postprocess
+
+    num_classes = conf.shape[-1]
+    gt = {"images": [], "annotations": [], "categories": [{"id": c} for c in range(1, num_classes)]}
+    dets = []
+    ann_id = 1
+    for i, t in enumerate(targets):
+        gt["images"].append({"id": i, "width": size, "height": size})
+        for b, lab in zip(t["boxes"] * size, t["labels"]):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            gt["annotations"].append({"id": ann_id, "image_id": i, "category_id": int(lab), "bbox": [float(b[0]), float(b[1]), w, h],
+                                      "area": w * h, "iscrowd": 0})
+            ann_id += 1
+        d = postprocess(loc[i], conf[i], priors)
+        for b, s, lab in zip(d.boxes * size, d.scores, d.labels):
+            dets.append({"image_id": i, "category_id": int(lab), "score": float(s),
+                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
+    if not dets:
+        return {"images": len(targets), "map50": 0.0, "map50_95": 0.0, "detections": 0,
+                "note": "no detections above the score threshold"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        res = coco.loadRes(dets)
+        ev = COCOeval(coco, res, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"images": len(targets), "map50_95": float(max(ev.stats[0], 0.0)), "map50": float(max(ev.stats[1], 0.0)),
+            "detections": len(dets), "implementation": "pycocotools COCOeval (101-point interpolation)"}
+
+
+@torch.no_grad()
+def torch_outputs(model: torch.nn.Module, x: np.ndarray, batch: int = 32) -> list[np.ndarray]:
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch):
+        y = model(torch.from_numpy(x[i:i + batch]))
+        y = y["main"] if isinstance(y, dict) else y
+        outs.append([t.numpy() for t in (y if isinstance(y, tuple) else (y,))])
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+def _load_eval(model_task: str, data: str, size: int, limit: int | None):
+    from .data.datasets import load_classification, load_detection
+
+    return (load_detection if model_task == "detection" else load_classification)(data, "eval", size, limit)
+
+
+def score(task: str, outputs: list[np.ndarray], ds, priors=None, size: int | None = None) -> dict:
+    if task == "detection":
+        return detection_metrics(outputs[0], outputs[1], ds.targets, priors, size)
+    return classification_metrics(outputs[0], ds.labels)
+
+
+def evaluate_torch(model: torch.nn.Module, data: str, limit: int | None = None) -> dict:
+    from .data.preprocess import Preprocess
+
+    size, task = model.workbench_input_size, model.workbench_task
+    ds = _load_eval(task, data, size, limit)
+    outs = torch_outputs(model, Preprocess(size)(ds.images))
+    priors = None
+    if task == "detection":
+        from .detection import default_boxes
+
+        priors = default_boxes(model.priors)
+    return {"runtime": "pytorch", "data": ds.manifest(), **score(task, outs, ds, priors, size)}
+
+
+def paired_agreement(task: str, ref: list[np.ndarray], other: list[np.ndarray], priors=None) -> dict:
+    if task == "classification":
+        a, b = ref[0].argmax(1), other[0].argmax(1)
+        return {"agreement": float((a == b).mean()), "changed_predictions": int((a != b).sum())}
+    from .fidelity import detection_agreement
+
+    d = detection_agreement(ref, other, priors)
+    return {"agreement": d["detection_agreement"], **d}
+
+
+def artifact_context(path: str) -> tuple[dict, dict | None]:
+    """(manifest row, manifest) for an artifact, from the manifest.json beside it; else from its
+    ONNX metadata. Raises a one-line error when neither tells what made the file."""
+    import json
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    p = Path(path).resolve()
+    mf = p.parent / "manifest.json"
+    if mf.exists():
+        manifest = json.loads(mf.read_text())
+        for a in manifest.get("artifacts", []):
+            if a.get("path") and Path(a["path"]).resolve() == p:
+                return a, manifest
+    if p.suffix == ".onnx":
+        import onnx
+
+        try:
+            meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+        except Exception as e:
+            raise ConfigError(f"{p.name} is not a readable ONNX file ({type(e).__name__}); re-export it") from e
+        if meta.get("producer") == "edge-workbench":
+            row = {"model": meta["model"], "format": "onnx", "precision": meta.get("precision"), "path": str(p),
+                   "status": "ok"}
+            return row, {"model": meta["model"], "num_classes": int(meta["num_classes"]),
+                         "input_size": int(meta["input_size"]), "options": {"nchw": False}}
+    raise ConfigError(f"cannot tell which model made {p.name}: keep it in its export folder (with manifest.json)")
+
+
+def evaluate_target(target: str, data: str, *, weights: str | None = None, num_classes: int | None = None,
+                    input_size: int | None = None, limit: int | None = None, threads: int = 2) -> dict:
+    """``workbench eval``: a model name, an artifact file, or an export folder (every artifact
+    runnable here, each with paired agreement against the PyTorch source on the same images)."""
+    from pathlib import Path
+
+    from .api import load_model
+    from .data.preprocess import Preprocess
+    from .errors import ConfigError
+
+    p = Path(target)
+    if not p.exists():  # a zoo model
+        model = load_model(target, weights=weights, num_classes=num_classes, input_size=input_size)
+        return {"results": [{"target": target, **evaluate_torch(model, data, limit)}]}
+    if p.is_dir():
+        mf = p / "manifest.json"
+        if not mf.exists():
+            raise ConfigError(f"{p} has no manifest.json; pass an export folder, an artifact file or a model name")
+        import json
+
+        manifest = json.loads(mf.read_text())
+        rows = [a for a in manifest["artifacts"] if a["status"] == "ok"]
+    else:
+        row, manifest = artifact_context(str(p))
+        rows = [row]
+    size, task = manifest["input_size"], manifest.get("task", "classification")
+    src = Path(manifest.get("_dir", p if p.is_dir() else p.parent)) / ".work" / "source.safetensors"
+    ds = _load_eval(task, data, size, limit)
+    x = Preprocess(size)(ds.images)
+    priors = None
+    results = []
+    ref = None
+    if src.exists():
+        model = load_model(manifest["model"], weights=str(src), num_classes=manifest["num_classes"], input_size=size)
+        ref = torch_outputs(model, x)
+        if task == "detection":
+            from .detection import default_boxes
+
+            priors = default_boxes(model.priors)
+        results.append({"target": "pytorch (export source)", "runtime": "pytorch", "data": ds.manifest(),
+                        **score(task, ref, ds, priors, size)})
+    from exporters.runtime import run_artifact
+
+    for a in rows:
+        entry = {"target": Path(a["path"]).name, "format": a["format"], "precision": a["precision"]}
+        if a["format"] == "coreml":
+            results.append({**entry, "status": "not runnable on this host (needs macOS)"})
+            continue
+        try:
+            outs = run_artifact(a["path"], a["format"], x, threads=threads, nchw=bool(manifest.get("options", {}).get("nchw")))
+        except Exception as e:
+            results.append({**entry, "status": f"failed: {type(e).__name__}: {e}"[:300]})
+            continue
+        res = {**entry, "runtime": "onnxruntime" if a["format"] == "onnx" else "litert", "data": ds.manifest(),
+               **score(task, outs, ds, priors, size)}
+        if ref is not None:
+            res["vs_pytorch"] = paired_agreement(task, ref, outs, priors)
+        results.append(res)
+    return {"results": results}
