@@ -70,13 +70,19 @@ def run_local(artifact: str, profile, protocol: Protocol, threads: int) -> Laten
     return summarize(raw, device=profile.name, runner="local", artifact=str(artifact))
 
 
-def _ssh_base(conn: dict) -> list[str]:
-    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-p", str(conn.get("port", 22))]
-    if conn.get("key"):
-        cmd += ["-i", str(conn["key"])]
+def _ssh_opts(conn: dict, port_flag: str) -> list[str]:
+    """The profile's own options come first: ssh keeps the first value it sees for an option."""
+    cmd = [port_flag, str(conn.get("port", 22))]
     for o in conn.get("options", []):
         cmd += ["-o", o]
+    cmd += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=15"]
+    if conn.get("key"):
+        cmd += ["-i", str(conn["key"])]
     return cmd
+
+
+def _ssh_base(conn: dict) -> list[str]:
+    return ["ssh"] + _ssh_opts(conn, "-p")
 
 
 def run_ssh(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
@@ -87,11 +93,7 @@ def run_ssh(artifact: str, profile, protocol: Protocol, threads: int) -> Latency
     name = Path(artifact).name
     job = {"path": f"{workdir}/{name}", "threads": threads, **protocol.job()}
     base = _ssh_base(conn)
-    scp = ["scp", "-q", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-P", str(conn.get("port", 22))]
-    if conn.get("key"):
-        scp += ["-i", str(conn["key"])]
-    for o in conn.get("options", []):
-        scp += ["-o", o]
+    scp = ["scp", "-q"] + _ssh_opts(conn, "-P")
     with tempfile.TemporaryDirectory(prefix="wb-ssh-") as d:
         jp = Path(d) / "job.json"
         jp.write_text(json.dumps(job))
@@ -118,39 +120,45 @@ _NUM = r"([0-9.eE+-]+)"
 
 
 def parse_benchmark_model(text: str) -> dict:
-    """Parse TFLite benchmark_model output (microseconds) into milliseconds and counts."""
+    """Parse TFLite benchmark_model output (times in microseconds) into milliseconds.
+
+    Handles the formats seen in the wild: plain lines, ``INFO:`` prefixes, logcat ``I tflite :``
+    prefixes, with or without the ``p5= median= p95=`` percentiles of newer versions, and the
+    three memory lines different versions print."""
     out: dict = {}
     m = re.search(r"Replacing (\d+) out of (\d+) node\(s\) with delegate", text)
     if m:
         out["delegated_nodes"], out["total_nodes"] = int(m.group(1)), int(m.group(2))
-    m = re.search(r"(?:Initialized session|Init time|init)[^\n]*?in " + _NUM + r"ms", text)
+    m = re.search(r"Initialized session in " + _NUM + r"\s*ms", text)
     if m:
         out["init_ms"] = float(m.group(1))
-    runs = re.findall(r"count=(\d+)(?: first=" + _NUM + r")?(?: curr=" + _NUM + r")? min=" + _NUM + r" max=" + _NUM +
-                      r" avg=" + _NUM + r" std=" + _NUM, text)
-    if runs:
-        count, first, curr, mn, mx, avg, std = runs[-1]  # the last block is the timed one (first is warm-up)
-        out.update(runs=int(count), min_ms=float(mn) / 1e3, max_ms=float(mx) / 1e3, mean_ms=float(avg) / 1e3,
-                   std_ms=float(std) / 1e3)
-        if first:
-            out["first_ms"] = float(first) / 1e3
-        if len(runs) > 1 and runs[0][1]:
-            out["first_ms"] = float(runs[0][1]) / 1e3
-    m = re.search(r"Inference timings in us: Init: (\d+), First inference: (\d+), Warmup \(avg\): " + _NUM +
-                  r", Inference \(avg\): " + _NUM, text)
+    blocks = []
+    for line in text.splitlines():
+        if "count=" not in line or "min=" not in line:
+            continue  # the warm-up line of newer versions has no min/max
+        fields = dict(re.findall(r"(\w+)=" + _NUM, line))
+        if {"count", "min", "max", "avg", "std"} <= set(fields):
+            blocks.append(fields)
+    if blocks:
+        f = blocks[-1]  # the last block is the timed one
+        us = lambda k: float(f[k]) / 1e3  # noqa: E731
+        out.update(runs=int(float(f["count"])), min_ms=us("min"), max_ms=us("max"), mean_ms=us("avg"), std_ms=us("std"))
+        if "median" in f:
+            out["p50_ms"] = us("median")
+        if "p95" in f:
+            out["p95_ms"] = us("p95")
+    m = re.search(r"Inference timings in us: Init: " + _NUM + r", First inference: " + _NUM, text)
     if m:
-        out["init_ms"] = int(m.group(1)) / 1e3
-        out["first_ms"] = int(m.group(2)) / 1e3
-        out.setdefault("mean_ms", float(m.group(4)) / 1e3)
-    m = re.search(r"(?:Peak memory footprint|overall memory usage)[^\n]*?(?:total|=)\s*" + _NUM + r"\s*MB", text, re.I)
-    if m:
-        out["peak_rss_mb"] = float(m.group(1))
-    m = re.search(r"Memory footprint delta from the start of the tool \(MB\): init=" + _NUM + r" overall=" + _NUM, text)
-    if m:
-        out["peak_rss_mb"] = float(m.group(2))
-    pct = re.findall(r"(?:^|\s)(p\d+)=\s*" + _NUM, text)  # present when --enable_op_profiling or percentiles
-    for k, v in pct:
-        out[f"{k}_ms"] = float(v) / 1e3
+        out["init_ms"] = float(m.group(1)) / 1e3
+        out["first_ms"] = float(m.group(2)) / 1e3
+    for pattern in (r"Overall peak memory footprint \(MB\) via periodic monitoring: " + _NUM,
+                    r"Peak memory footprint \(MB\): init=" + _NUM + r" overall=" + _NUM,
+                    r"Memory footprint delta from the start of the tool \(MB\): init=" + _NUM + r" overall=" + _NUM):
+        m = re.search(pattern, text)
+        if m:
+            out["peak_rss_mb"] = float(m.groups()[-1])
+            out["memory_line"] = m.group(0)
+            break
     if "runs" not in out:
         raise RunnerError("benchmark_model printed no timing block (count=... avg=...); see its output")
     return out
