@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
     train_limit: int | None = None  # images from the train split (default: the whole split)
+    eval_limit: int | None = None  # images from the eval split for the final evaluation
     seed: int = 0
     aux_weight: float = 0.1  # RepVGGplus auxiliary heads
 
@@ -141,8 +142,13 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
             start_epoch, history = int(ck["epoch"]), json.loads(ck["history"])
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, steps_per_epoch // 2)) * 0.5 * (1 + math.cos(math.pi * s / max(1, total))))
-    for _ in range(start_epoch * steps_per_epoch):
-        sched.step()
+    if start_epoch:
+        import warnings
+
+        with warnings.catch_warnings():  # fast-forward the schedule of a resumed run
+            warnings.simplefilter("ignore")
+            for _ in range(start_epoch * steps_per_epoch):
+                sched.step()
     if detection:
         from .detection import default_boxes
 
@@ -191,7 +197,7 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
                       "history": json.dumps(history)}, ckpt_path)
     model.eval()
     save_state_dict(model, out)
-    ev = evaluate_torch(model, data)
+    ev = evaluate_torch(model, data, config.eval_limit)
     summary = {"model": spec.name, "data": ds.manifest(), "input_size": size, "num_classes": n_classes,
                "class_names": ds.class_names, "epochs": config.epochs, "history": history,
                "weights": str(out), "checkpoint": str(ckpt_path), "eval": ev,

@@ -50,6 +50,8 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
         return not_runnable(str(p), profile, profile.runner, "not runnable on this host (CoreML needs macOS)")
     if profile.runner == "local":
         stats = run_local(str(p), profile, protocol, threads)
+        if fmt == "tflite":
+            stats.warnings += tflite_traps(str(p))
         if with_estimate:
             try:
                 est = _estimate(_context(p), profile, threads, str(p))
@@ -65,6 +67,19 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
             return not_runnable(str(p), profile, "adb", "benchmark_model runs .tflite files only")
         return run_adb(str(p), profile, protocol, threads)
     raise ConfigError(f"{profile.path}: runner {profile.runner!r} is not implemented")
+
+
+def tflite_traps(path: str) -> list[str]:
+    """Known slow paths worth a loud warning (measured here: INT16-activation INT8 runs ~40x slower)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    dtypes = {getattr(t["dtype"], "__name__", str(t["dtype"])) for t in it.get_tensor_details()}
+    out = []
+    if "int16" in dtypes:
+        out.append("TRAP: int16 activations (16x8 quantization): XNNPACK has no kernels for them, so they run on "
+                   "TFLite's reference kernels, typically tens of times slower than int8 or fp32")
+    return out
 
 
 def bench_target(target: str, device: str, protocol: Protocol = Protocol()) -> list[dict]:
