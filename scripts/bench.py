@@ -43,11 +43,84 @@ def litert_median_ms(path: str, threads: int = 2, runs: int = 50, warmup: int = 
     return statistics.median(times)
 
 
-def run_export(name: str, formats, precisions, out: Path, route: str = "auto", timeout: float = 1800) -> list[dict]:
+def run_export(name: str, formats, precisions, out: Path, route: str = "auto", timeout: float = 1800,
+               reparam: bool = True) -> list[dict]:
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)  # no cached SavedModel or ONNX from an earlier run
     opts = ExportOptions(formats=tuple(formats), precisions=tuple(precisions), route=route, calib_count=32,
-                         fidelity_count=4, timeout_s=timeout)
+                         fidelity_count=4, timeout_s=timeout, reparam=reparam)
     m = export_model(name, out_dir=out, options=opts)
     return m["artifacts"]
+
+
+def p50(path: str, device: str = "host") -> dict:
+    from workbench.bench.measure import bench_artifact
+    from workbench.bench.runners import Protocol
+
+    r = bench_artifact(path, device, Protocol(warmup=10, min_runs=30, min_seconds=2.0, repeats=3))
+    return r.to_dict()
+
+
+def latency_section(out: Path, exports: dict, targets: list, rows: list) -> None:
+    """Issue 4's figures: deploy vs train-time, int8 vs fp32, repvgg-a0 vs resnet18, achieved
+    GMAC/s against the probed peak, estimate error, and repeat stability."""
+    from workbench.api import model_summary
+    from workbench.bench.estimate import probe_host
+
+    threads = len(os.sched_getaffinity(0))
+    peak = probe_host(threads)
+    a0 = exports["repvgg-a0"]
+    train = {a["format"]: a["path"] for a in run_export("repvgg-a0", ["onnx", "tflite"], ["fp32"],
+                                                         out / "repvgg-a0-train", reparam=False) if a["status"] == "ok"}
+    r18 = {a["format"]: a["path"] for a in run_export("resnet18", ["onnx", "tflite"], ["fp32"], out / "resnet18")
+           if a["status"] == "ok"}
+    measured = {}
+    for label, path in [("repvgg-a0 deploy onnx fp32", a0.get(("onnx", "fp32"))),
+                        ("repvgg-a0 train-time onnx fp32", train.get("onnx")),
+                        ("repvgg-a0 deploy tflite fp32", a0.get(("tflite", "fp32"))),
+                        ("repvgg-a0 train-time tflite fp32", train.get("tflite")),
+                        ("repvgg-a0 deploy tflite int8", a0.get(("tflite", "int8"))),
+                        ("repvgg-a0 deploy onnx int8", a0.get(("onnx", "int8"))),
+                        ("resnet18 onnx fp32", r18.get("onnx")), ("resnet18 tflite fp32", r18.get("tflite")),
+                        ("vgg16 tflite fp32", exports.get("vgg16", {}).get(("tflite", "fp32")))]:
+        if not path:
+            continue
+        r = p50(path)
+        measured[label] = r
+        rows.append({"latency": label, "p50_ms": round(r["p50_ms"], 3), "repeat_p50_ms": [round(v, 3) for v in r["repeat_p50_ms"]],
+                     "estimate_ms": round(r["basis"]["estimate_ms"], 3) if r.get("basis") and r["basis"].get("estimate_ms") else None,
+                     "threads": r["threads"], "warnings": r["warnings"]})
+        print(f"{label:34s} p50 {r['p50_ms']:8.3f} ms  repeats {['%.3f' % v for v in r['repeat_p50_ms']]}", flush=True)
+
+    def ratio(a, b):
+        return round(measured[a]["p50_ms"] / measured[b]["p50_ms"], 3) if a in measured and b in measured else None
+
+    targets.append(target("ORT repvgg-a0 train-time / deploy latency (official code here: 1.25x)",
+                          ratio("repvgg-a0 train-time onnx fp32", "repvgg-a0 deploy onnx fp32"), 1.0, "x", better="higher"))
+    targets.append(target("LiteRT repvgg-a0 train-time / deploy latency",
+                          ratio("repvgg-a0 train-time tflite fp32", "repvgg-a0 deploy tflite fp32"), 1.0, "x", better="higher"))
+    targets.append(target("LiteRT repvgg-a0 fp32 / int8 latency (REFERENCE: 14.4 / 3.4 ms = 4.2x)",
+                          ratio("repvgg-a0 deploy tflite fp32", "repvgg-a0 deploy tflite int8"), 1.0, "x", better="higher"))
+    targets.append(target("ORT resnet18 / repvgg-a0 latency (paper's pairing; official code here: 1.11x)",
+                          ratio("resnet18 onnx fp32", "repvgg-a0 deploy onnx fp32"), 1.0, "x", better="higher"))
+    for label, model in [("repvgg-a0 deploy tflite fp32", "repvgg-a0"), ("resnet18 tflite fp32", "resnet18"),
+                         ("vgg16 tflite fp32", "vgg16")]:
+        if label not in measured:
+            continue
+        r = measured[label]
+        macs = model_summary(model)["macs_deploy"]
+        achieved = macs / (r["p50_ms"] / 1e3) / 1e9
+        rows.append({"achieved": label, "gmacs_per_s": round(achieved, 1), "peak_gmacs_per_s": round(peak["fp32_gflops"] / 2, 1),
+                     "fraction_of_peak": round(achieved / (peak["fp32_gflops"] / 2), 3)})
+        print(f"{label:34s} achieved {achieved:7.1f} GMAC/s of {peak['fp32_gflops'] / 2:.1f} probed peak", flush=True)
+        est = r["basis"]["estimate_ms"]
+        factor = max(est / r["p50_ms"], r["p50_ms"] / est)
+        targets.append(target(f"host estimate vs measured p50, {model} (estimate {est:.2f} ms, measured {r['p50_ms']:.2f} ms)",
+                              round(factor, 3), 2.0, "x off"))
+    for label, r in measured.items():
+        spread = (max(r["repeat_p50_ms"]) - min(r["repeat_p50_ms"])) / min(r["repeat_p50_ms"])
+        targets.append(target(f"p50 of 3 repeats within 3% of each other: {label}", round(100 * spread, 2), 3.0, "%"))
 
 
 def target(label: str, value, bound, unit: str, better: str = "lower") -> dict:
@@ -105,11 +178,16 @@ def main() -> int:
         s8 = next((a for a in ssd if a["format"] == "tflite" and a["precision"] == "int8"), None)
         targets.append(target("ssd300-vgg16 int8 TFLite exports on this machine",
                               1 if s8 and s8["status"] == "ok" else 0, 1, "ok", better="higher"))
+    exports = {"repvgg-a0": {(a["format"], a["precision"]): a["path"] for a in a0 if a["status"] == "ok"}}
+    if not args.quick:
+        exports["vgg16"] = {(a["format"], a["precision"]): a["path"] for a in vgg if a["status"] == "ok"}
+    latency_rows: list[dict] = []
+    latency_section(out, exports, targets, latency_rows)
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                  "python": platform.python_version()},
-        "toolchain": toolchain_versions(), "exports": rows, "targets": targets,
+        "toolchain": toolchain_versions(), "exports": rows, "latency": latency_rows, "targets": targets,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2))
     lines = ["# Export benchmark", "", f"{result['created']}, {os.cpu_count()} cores", "",
@@ -119,6 +197,13 @@ def main() -> int:
         lines.append(f"| {r['model']} | {r['format']} | {r['precision']} | {r['route'] or '-'} | {r['status']} | "
                      f"{r['export_seconds'] or '-'} | {r['peak_rss_mb'] or '-'} | "
                      f"{round(r['size_bytes'] / 1e6, 2) if r['size_bytes'] else '-'} |")
+    lines += ["", "| latency (host, all threads) | p50 ms | p50 of each repeat | roofline estimate ms |", "|---|---|---|---|"]
+    for r in latency_rows:
+        if "latency" in r:
+            lines.append(f"| {r['latency']} | {r['p50_ms']} | {r['repeat_p50_ms']} | {r['estimate_ms']} |")
+    for r in latency_rows:
+        if "achieved" in r:
+            lines.append(f"| {r['achieved']}: achieved GMAC/s | {r['gmacs_per_s']} | of {r['peak_gmacs_per_s']} probed peak | {r['fraction_of_peak']} of peak |")
     lines += ["", "| target | value | bound | status |", "|---|---|---|---|"]
     for t in targets:
         lines.append(f"| {t['target']} | {t['value']} {t['unit']} | {t['bound']} {t['unit']} | **{t['status']}** |")

@@ -5,7 +5,8 @@ It runs here in a fresh process for the ``local`` runner and is copied to a boar
 ``ssh`` runner, so it imports nothing from the workbench. Usage: ``agent.py JOB.json``; it
 prints one JSON object on the last line of stdout.
 
-Protocol: load (init time), one first inference, ``warmup`` runs, then timed runs until both
+Protocol: load (init time), one first inference, at least ``warmup`` runs and
+``warmup_seconds`` of warm-up, then timed runs until both
 ``min_runs`` and ``min_seconds`` are reached; the timed block is repeated ``repeats`` times.
 What the timer covers is stated in ``timed_scope``.
 """
@@ -134,8 +135,11 @@ def measure(job):
     t = time.perf_counter()
     step()
     first_ms = (time.perf_counter() - t) * 1e3
-    for _ in range(int(job.get("warmup", 10))):
+    warm_until = time.perf_counter() + float(job.get("warmup_seconds", 1.0))
+    n = 0
+    while n < int(job.get("warmup", 10)) or time.perf_counter() < warm_until:  # caches, clocks, thread pools
         step()
+        n += 1
     repeats = []
     min_runs, min_s = int(job.get("min_runs", 50)), float(job.get("min_seconds", 2.0))
     max_runs = int(job.get("max_runs", 100000))

@@ -32,6 +32,12 @@ def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
                         artifact=artifact, runtime="roofline estimate", basis=e["basis"])
 
 
+def estimate_artifact(artifact: str | Path, device: str) -> LatencyStats:
+    """The labelled roofline estimate for any profile with [compute] figures (no device needed)."""
+    profile = get_profile(device)
+    return _estimate(_context(Path(artifact)), profile, profile.resolved_threads(), str(artifact))
+
+
 def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Protocol(), *,
                    with_estimate: bool = True) -> LatencyStats:
     profile = get_profile(device)

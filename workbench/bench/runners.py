@@ -21,13 +21,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 @dataclass(frozen=True)
 class Protocol:
     warmup: int = 10
+    warmup_seconds: float = 1.0
     min_runs: int = 50
     min_seconds: float = 2.0
     repeats: int = 3
     timeout_s: float = 600.0
 
     def job(self) -> dict:
-        return {"warmup": self.warmup, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
+        return {"warmup": self.warmup, "warmup_seconds": self.warmup_seconds, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
                 "repeats": self.repeats}
 
 
