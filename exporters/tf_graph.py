@@ -135,7 +135,7 @@ class GraphBuilder:
         spec_shape = [1, 3, s, s] if self.nchw_input else [1, s, s, 3]
         builder = self
 
-        @tf.function(input_signature=[tf.TensorSpec(spec_shape, tf.float32, name="input")])
+        @tf.function(input_signature=[tf.TensorSpec(spec_shape, tf.float32, name="input")], autograph=False)
         def serve(x):
             return builder._run(x)
 

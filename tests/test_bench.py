@@ -45,11 +45,48 @@ def test_host_bench_has_every_key(tiny_artifacts):
         assert len(r["repeat_p50_ms"]) == 3 and r["basis"]["estimate_ms"] > 0
 
 
-def test_repeated_calls_agree_within_spread(tiny_artifacts):
-    rs = [bench_artifact(tiny_artifacts["tflite"], "host-1t", QUICK) for _ in range(3)]
+@pytest.fixture(scope="module")
+def a0_tflite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("a0")
+    m = export_model("repvgg-a0", out_dir=out, options=ExportOptions(formats=("tflite",), precisions=("fp32",),
+                     calib_count=4, fidelity_count=2))
+    return m["artifacts"][0]["path"]
+
+
+def test_repvgg_a0_bench_keys_and_repeated_calls_agree_within_spread(a0_tflite):
+    rs = [bench_artifact(a0_tflite, "host", QUICK) for _ in range(3)]
+    assert KEYS <= set(rs[0].to_dict()) and rs[0].runs >= 60
     for a in rs:
         for b in rs:
             assert abs(a.p50_ms - b.p50_ms) <= max(a.std_ms, b.std_ms, 0.03 * a.p50_ms)
+
+
+def test_pytorch_eager_runner():
+    from workbench.bench.measure import bench_target
+
+    r = bench_target("repvgg-tiny", "host-1t", QUICK)[0]
+    assert r["runtime"].startswith("pytorch") and r["p50_ms"] > 0 and "deploy" in r["artifact"]
+
+
+def test_int16_activation_trap_is_flagged(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from workbench.bench.measure import tflite_traps
+
+    w = tf.constant(np.random.default_rng(0).standard_normal((3, 3, 3, 8)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
+    def f(x):
+        return tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME"))
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([np.random.rand(1, 16, 16, 3).astype(np.float32)] for _ in range(4))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    p = tmp_path / "a16w8.tflite"
+    p.write_bytes(conv.convert())
+    assert any("TRAP: int16 activations" in w for w in tflite_traps(str(p)))
 
 
 def test_coreml_is_not_measured_here_and_estimate_is_labelled(tiny_artifacts):

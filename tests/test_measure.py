@@ -109,7 +109,7 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
 
 def test_int8_gate_on_a_trained_model_and_eval_with_agreement(trained, tmp_path):
     weights, s = trained
-    opts = ExportOptions(formats=("onnx", "tflite"), precisions=("fp32", "int8"), calib_count=32, fidelity_count=32)
+    opts = ExportOptions(formats=("onnx", "tflite"), precisions=("fp32", "fp16", "int8"), calib_count=32, fidelity_count=32)
     m = export_model("repvgg-tiny", out_dir=tmp_path, weights=str(weights), input_size=48, options=opts)
     for a in m["artifacts"]:
         assert a["status"] == "ok", a["reason"]

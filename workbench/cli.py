@@ -242,6 +242,13 @@ def cmd_devices(args) -> int:
     return 2 if errors else 0
 
 
+def cmd_app(args) -> int:
+    from .errors import WorkbenchError
+
+    raise WorkbenchError("the Streamlit dashboard is not built yet (tracked as the dashboard issue); "
+                         "use the CLI: workbench export / eval / bench")
+
+
 def cmd_demo(args) -> int:
     from pathlib import Path
 
@@ -323,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("bench", help="latency of an artifact or export folder on a device profile")
-    s.add_argument("target", help=".tflite/.onnx/.mlpackage file or export folder")
+    s.add_argument("target", help=".tflite/.onnx/.mlpackage file, export folder, or a zoo model (PyTorch eager)")
     s.add_argument("--device", default="host", help="device profile name (see `workbench devices`)")
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--runs", type=int, default=50, help="minimum timed runs per repeat")
@@ -335,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("devices", help="list the device profiles")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_devices)
+
+    s = sub.add_parser("app", help="start the dashboard (not built yet)")
+    s.add_argument("--address", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8501)
+    s.set_defaults(func=cmd_app)
 
     s = sub.add_parser("demo", help="run the main job on the embedded default")
     s.add_argument("--out", default="reports/demo", metavar="DIR")

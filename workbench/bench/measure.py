@@ -88,8 +88,36 @@ def tflite_traps(path: str) -> list[str]:
     return out
 
 
+def bench_model(name: str, device: str, protocol: Protocol = Protocol(), *, weights: str | None = None,
+                num_classes: int | None = None, input_size: int | None = None, deploy: bool = True) -> LatencyStats:
+    """PyTorch eager latency of a zoo model (deploy form unless ``deploy=False``), local runner only."""
+    import tempfile
+
+    from ..registry import get_spec, resolve_input_size
+    from .runners import PROJECT_ROOT
+
+    profile = get_profile(device)
+    if profile.runner != "local":
+        raise ConfigError(f"PyTorch eager runs only on local profiles; {profile.name} uses {profile.runner}: "
+                          "export the model and bench the artifact")
+    spec = get_spec(name)
+    size = resolve_input_size(spec, input_size)
+    with tempfile.TemporaryDirectory(prefix="wb-torch-") as d:
+        job = Path(d) / f"{spec.name}.torchjob"
+        job.write_text(json.dumps({"project_root": str(PROJECT_ROOT), "model": spec.name, "weights": weights,
+                                   "num_classes": num_classes, "input_size": size, "deploy": deploy}))
+        stats = run_local(str(job), profile, protocol, profile.resolved_threads())
+    stats.artifact = f"{spec.name} (pytorch eager, {'deploy' if deploy else 'train-time'} form)"
+    return stats
+
+
 def bench_target(target: str, device: str, protocol: Protocol = Protocol()) -> list[dict]:
     p = Path(target)
+    if not p.exists() and not p.suffix:
+        from ..registry import list_models
+
+        if target.lower() in list_models():
+            return [bench_model(target, device, protocol).to_dict()]
     if p.is_dir() and p.suffix != ".mlpackage":
         mf = p / "manifest.json"
         if not mf.exists():
