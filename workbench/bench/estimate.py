@@ -93,7 +93,8 @@ def resolve_compute(profile, threads: int) -> tuple[dict, dict]:
     return comp, sources
 
 
-def estimate_ms(model_name: str, num_classes: int, input_size: int, precision: str, profile, threads: int) -> dict:
+def estimate_ms(model_name: str, num_classes: int, input_size: int, precision: str, profile, threads: int,
+                fmt: str = "tflite") -> dict:
     import torch
 
     from ..registry import create_model
@@ -104,12 +105,14 @@ def estimate_ms(model_name: str, num_classes: int, input_size: int, precision: s
     rows, _ = layer_stats(m, input_size)
     comp, sources = resolve_compute(profile, threads)
     key = PEAK_KEY.get(precision, "fp32_gflops")
+    if fmt == "coreml" and precision == "int8":  # weight-only int8: compute stays fp16
+        key = "fp16_gflops"
     if key not in comp or "memory_bandwidth_gbs" not in comp:
         raise ValueError(f"profile {profile.name} has no {key} / memory_bandwidth_gbs figure for an estimate")
     peak = comp[key] * 1e9
     bw = comp["memory_bandwidth_gbs"] * 1e9
     wb = BYTES.get(precision, 4)
-    ab = 1 if precision == "int8" else (2 if precision == "fp16" else 4)
+    ab = 1 if precision == "int8" and fmt != "coreml" else (2 if precision in ("fp16", "int8", "pal4", "pal6", "pal8") else 4)
     total = compute_s = memory_s = 0.0
     for r in rows:
         c = 2 * r.macs / peak

@@ -18,13 +18,14 @@ def _context(artifact: Path) -> dict:
 
     row, manifest = artifact_context(str(artifact))
     return {"model": manifest["model"], "num_classes": manifest["num_classes"], "input_size": manifest["input_size"],
-            "precision": row.get("precision") or "fp32"}
+            "precision": row.get("precision") or "fp32", "format": row.get("format") or FORMAT_BY_SUFFIX.get(artifact.suffix, "tflite")}
 
 
 def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
     from .estimate import estimate_ms
 
-    e = estimate_ms(ctx["model"], ctx["num_classes"], ctx["input_size"], ctx["precision"], profile, threads)
+    e = estimate_ms(ctx["model"], ctx["num_classes"], ctx["input_size"], ctx["precision"], profile, threads,
+                    ctx.get("format", "tflite"))
     v = e["estimate_ms"]
     return LatencyStats(device=profile.name, runner="estimate", threads=threads, init_ms=None, first_ms=None,
                         mean_ms=v, std_ms=None, min_ms=None, p50_ms=v, p90_ms=None, p99_ms=None, max_ms=None,
@@ -35,7 +36,10 @@ def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
 def estimate_artifact(artifact: str | Path, device: str) -> LatencyStats:
     """The labelled roofline estimate for any profile with [compute] figures (no device needed)."""
     profile = get_profile(device)
-    return _estimate(_context(Path(artifact)), profile, profile.resolved_threads(), str(artifact))
+    ctx = _context(Path(artifact))
+    if profile.runtimes and ctx["format"] not in profile.runtimes:
+        return not_runnable(str(artifact), profile, "estimate", f"{profile.name} offers {', '.join(profile.runtimes)}, not {ctx['format']}")
+    return _estimate(ctx, profile, profile.resolved_threads(), str(artifact))
 
 
 def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Protocol(), *,
