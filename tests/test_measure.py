@@ -130,3 +130,19 @@ def test_ssd_training_and_both_maps(tmp_path):
     ev = s["eval"]
     assert {"map50", "map50_95"} <= set(ev) and 0 <= ev["map50_95"] <= ev["map50"] <= 1
     assert "pycocotools" in ev.get("implementation", "pycocotools") and ev["images"] == 100
+
+
+def test_repvggplus_trains_with_its_aux_losses(tmp_path, monkeypatch):
+    import workbench.train as tr
+
+    seen = []
+    real = tr._classification_loss
+
+    def spy(model, out, y, aux_weight):
+        seen.append(sorted(out) if isinstance(out, dict) else None)
+        return real(model, out, y, aux_weight)
+
+    monkeypatch.setattr(tr, "_classification_loss", spy)
+    s = train("repvggplus-tiny", "builtin", out=tmp_path / "p.pth", config=TrainConfig(epochs=1, train_limit=64, eval_limit=50))
+    assert seen[0] == ["main", "stage1_aux", "stage2_aux", "stage3_first_aux"]
+    assert s["eval"]["images"] == 50 and len(s["history"]) == 1
