@@ -242,6 +242,31 @@ def cmd_devices(args) -> int:
     return 2 if errors else 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .report.build import validate_run
+    from .report.render import write_reports
+
+    d = Path(args.dir)
+    path = d / "run.json"
+    if not path.exists():
+        raise ConfigError(f"{d} has no run.json; pass a run folder (written by workbench demo or run)")
+    try:
+        run = json.loads(path.read_text())
+        validate_run(run)
+    except (json.JSONDecodeError, Exception) as e:
+        raise ConfigError(f"{path} is not a valid run record ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+    fmts = ("html", "md", "csv", "devices") if args.format == "all" else (args.format,)
+    if args.format == "json":
+        print(json.dumps(run, indent=2))
+        return 0
+    for kind, where in write_reports(run, d, fmts).items():
+        print(f"{kind}: {where}")
+    return 0
+
+
 def cmd_app(args) -> int:
     from .errors import WorkbenchError
 
@@ -342,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("devices", help="list the device profiles")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_devices)
+
+    s = sub.add_parser("report", help="rebuild reports from DIR/run.json without re-running")
+    s.add_argument("dir")
+    s.add_argument("--format", default="all", choices=["all", "html", "md", "csv", "json"])
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("app", help="start the dashboard (not built yet)")
     s.add_argument("--address", default="127.0.0.1")

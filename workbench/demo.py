@@ -105,6 +105,20 @@ def run_demo(out: Path, model: str = DEMO_MODEL) -> dict:
                   fmt(row["host_p50_ms"]) if a["runnable_here"] else "needs macOS",
                   *[fmt(row["estimates_ms"][d], 2) for d in PHONES])
     console.print(t)
+    from .api import model_summary
+    from .report.build import add_accuracy, add_export, add_latency, new_run, now, write_run
+    from .report.render import write_reports
+
+    run = new_run("demo")
+    add_export(run, manifest, model_summary(model, num_classes=manifest["num_classes"], input_size=DEMO_SIZE))
+    add_accuracy(run, model, evals)
+    for (fmt_, prec), per_dev in lat.items():
+        for dev, st in per_dev.items():
+            if st and st.get("p50_ms") is not None or (st and st.get("status") not in (None, "not measured")):
+                add_latency(run, model, fmt_, prec, st)
+    run["finished"] = now()
+    run_path = write_run(run, out)
+    reports = write_reports(run, out)
     result = {"model": model, "input_size": DEMO_SIZE, "train": {k: tr[k] for k in ("eval", "history", "weights")},
               "reparam": r.to_dict(), "manifest": str(export_dir / "manifest.json"), "rows": rows,
               "evaluations": evals, "latency": {f"{k[0]}-{k[1]}": v for k, v in lat.items()},
@@ -113,6 +127,6 @@ def run_demo(out: Path, model: str = DEMO_MODEL) -> dict:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(result, indent=2, default=str))
     os.replace(tmp, path)
-    console.print(f"demo finished in {result['seconds']:.0f} s; results: {path}; manifest: {export_dir / 'manifest.json'}")
-    console.print("HTML/Markdown reports arrive with the batch-runs work (issue 5); this run wrote demo.json.")
+    console.print(f"demo finished in {result['seconds']:.0f} s; run record {run_path}; manifest {export_dir / 'manifest.json'}")
+    console.print(f"report: {Path(reports['html']).resolve()}")
     return result

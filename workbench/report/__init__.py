@@ -1,0 +1,1 @@
+"""Run records (``run.json``, one versioned schema) and the reports built from them."""

@@ -1,0 +1,297 @@
+"""Reports rebuilt from ``run.json`` alone: results.csv, report.md, report.html (self-contained,
+inline SVG charts, opens offline) and devices/<profile>.md. Estimates are marked everywhere."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import os
+from pathlib import Path
+
+CSV_FIELDS = ["model", "reparam", "format", "precision", "device", "runner", "status", "reason", "estimated",
+              "p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs", "threads",
+              "size_bytes", "fidelity_cosine", "top1", "top1_ci_low", "top1_ci_high", "agreement", "route",
+              "gpu_delegated_ops", "gpu_total_ops"]
+
+
+def _key(r: dict) -> tuple:
+    return (r["model"], r.get("reparam", True), r["format"], r["precision"])
+
+
+def _acc(run: dict) -> dict:
+    return {_key(a): a for a in run["accuracy"]}
+
+
+def cells(run: dict) -> list[dict]:
+    """One row per model x format x precision x device (artifacts without latency rows get one
+    row with an empty device, so failed exports appear too)."""
+    arts = {_key(a): a for a in run["artifacts"]}
+    acc = _acc(run)
+    rows = []
+    seen = set()
+    for lat in run["latency"]:
+        k = _key(lat)
+        seen.add(k)
+        rows.append(_row(arts.get(k, {}), acc.get(k, {}), lat))
+    for k, a in arts.items():
+        if k not in seen:
+            rows.append(_row(a, acc.get(k, {}), {"device": "", "status": a["status"], "reason": a.get("reason")}))
+    return rows
+
+
+def _row(a: dict, acc: dict, lat: dict) -> dict:
+    f = a.get("fidelity") or {}
+    g = a.get("gpu_delegate") or {}
+    ci = acc.get("top1_ci95") or [None, None]
+    status = lat.get("status", "ok") if a.get("status", "ok") == "ok" else a.get("status")
+    reason = lat.get("reason") if a.get("status", "ok") == "ok" else a.get("reason")
+    return {"model": a.get("model", lat.get("model")), "reparam": a.get("reparam", lat.get("reparam")),
+            "format": a.get("format", lat.get("format")), "precision": a.get("precision", lat.get("precision")),
+            "device": lat.get("device", ""), "runner": lat.get("runner", ""), "status": status, "reason": reason,
+            "estimated": lat.get("estimated", False), **{k: lat.get(k) for k in ("p50_ms", "mean_ms", "std_ms", "p90_ms",
+                                                                               "p99_ms", "min_ms", "max_ms", "runs", "threads")},
+            "size_bytes": a.get("size_bytes"), "fidelity_cosine": f.get("cosine"), "top1": acc.get("top1"),
+            "top1_ci_low": ci[0], "top1_ci_high": ci[1], "agreement": (acc.get("vs_pytorch") or {}).get("agreement"),
+            "route": a.get("route"), "gpu_delegated_ops": g.get("delegated_ops"), "gpu_total_ops": g.get("total_ops")}
+
+
+def write_csv(run: dict, path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in cells(run):
+        w.writerow(r)
+    _atomic(path, buf.getvalue())
+
+
+def _atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fmt(v, p: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{p}f}"
+    return str(v)
+
+
+def pareto(points: list[tuple[float, float, str]]) -> list[str]:
+    """Labels on the front: no other point is both faster (lower x) and more accurate (higher y)."""
+    front = []
+    for x, y, lab in points:
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2, _ in points):
+            front.append(lab)
+    return front
+
+
+def _label(r: dict) -> str:
+    return f"{r['model']}{'' if r.get('reparam', True) else ' (train-time)'} {r['format']} {r['precision']}"
+
+
+def devices(run: dict) -> list[str]:
+    return sorted({r["device"] for r in run["latency"] if r.get("device")})
+
+
+def markdown(run: dict) -> str:
+    acc = _acc(run)
+    arts = {_key(a): a for a in run["artifacts"]}
+    prov = run["provenance"]
+    L = [f"# Edge Workbench report: {run.get('name', 'run')}", "",
+         f"Created {run['created']}; host {prov['host']['cpu_model']} ({prov['host']['cores']} cores); "
+         f"workbench {prov['workbench_version']}, commit {(prov.get('git_commit') or 'unknown')[:12]}.",
+         "Latency marked **est.** is a roofline estimate from MACs, bytes and the profile's peak figures, not a measurement.", "",
+         "## Summary", "", "| model | format | precision | size MB | status | fidelity cos | top-1 (95% CI) | agreement |",
+         "|---|---|---|---|---|---|---|---|"]
+    for k, a in arts.items():
+        ac = acc.get(k, {})
+        ci = ac.get("top1_ci95")
+        top1 = f"{ac['top1']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})" if "top1" in ac else (
+            f"mAP@.5 {ac['map50']:.3f}" if "map50" in ac else ("needs macOS" if a.get("runnable_here") is False else "-"))
+        L.append(f"| {_label(a).rsplit(' ', 2)[0]} | {a['format']} | {a['precision']} | "
+                 f"{_fmt((a.get('size_bytes') or 0) / 1e6, 2)} | {a['status']} | {_fmt((a.get('fidelity') or {}).get('cosine'), 6)} | "
+                 f"{top1} | {_fmt((ac.get('vs_pytorch') or {}).get('agreement'))} |")
+    for ac in run["accuracy"]:
+        if ac["runtime"] == "pytorch":
+            ci = ac.get("top1_ci95")
+            L.append(f"\nPyTorch reference ({ac['model']}): " + (f"top-1 {ac['top1']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {ac['images']} images"
+                                                               if "top1" in ac else f"mAP@0.5 {ac['map50']:.3f}, mAP@[.5:.95] {ac['map50_95']:.3f}"))
+    for dev in devices(run):
+        L += ["", f"## Latency on {dev}", "", "| artifact | p50 ms | p90 ms | p99 ms | std ms | runs | kind |", "|---|---|---|---|---|---|---|"]
+        for r in sorted((r for r in run["latency"] if r.get("device") == dev), key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0)):
+            kind = "est." if r.get("estimated") else (r.get("status") if r.get("status") != "ok" else "measured")
+            L.append(f"| {_label(r)} | {_fmt(r.get('p50_ms'))} | {_fmt(r.get('p90_ms'))} | {_fmt(r.get('p99_ms'))} | "
+                     f"{_fmt(r.get('std_ms'))} | {r.get('runs', 0)} | {kind} |")
+    L += ["", "## Re-parameterization", "", "| model | params train -> deploy | MACs train -> deploy | max abs diff | cosine |", "|---|---|---|---|---|"]
+    for m in run["models"]:
+        rp = m.get("reparam") or {}
+        L.append(f"| {m['model']} | {m['params']:,} -> {m['params_deploy']:,} | {m['macs'] / 1e9:.3f}G -> {m['macs_deploy'] / 1e9:.3f}G | "
+                 f"{format(rp['max_abs_diff'], '.2e') if rp.get('max_abs_diff') is not None else '-'} | {_fmt(rp.get('cosine'), 9) if rp else '-'} |")
+    L += ["", "## GPU-delegate readiness (static rule check; delegate latency not measured here)", "",
+          "| artifact | delegated / total ops | fallback ops |", "|---|---|---|"]
+    for a in run["artifacts"]:
+        g = a.get("gpu_delegate")
+        if g:
+            L.append(f"| {_label(a)} | {g['delegated_ops']} / {g['total_ops']} | {', '.join(f'{k} x{v}' for k, v in g['fallback_by_op'].items()) or 'none'} |")
+    L += ["", "## Failures", ""]
+    L += [f"- {f['stage']}: {' '.join(str(f.get(k)) for k in ('model', 'format', 'precision', 'device') if f.get(k))}: {f['reason']}"
+          for f in run["failures"]] or ["none"]
+    return "\n".join(L) + "\n"
+
+
+def device_markdown(run: dict, dev: str) -> str:
+    rows = sorted((r for r in run["latency"] if r.get("device") == dev),
+                  key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
+    first = next((r for r in rows if r.get("timed_scope")), {})
+    L = [f"# Latency on {dev}", "", f"Runner: {rows[0].get('runner') if rows else '-'}; threads: {rows[0].get('threads') if rows else '-'}.",
+         f"Protocol: {first.get('timed_scope', '-')}; warm-up, then timed runs until a count and a time are reached, repeated.",
+         "Rows marked est. are roofline estimates.", "",
+         "| rank | artifact | p50 ms | mean ms | std ms | p90 | p99 | min | max | runs | init ms | first ms | peak MB | kind |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        kind = "est." if r.get("estimated") else (r.get("status") if r.get("status") != "ok" else "measured")
+        L.append(f"| {i} | {_label(r)} | " + " | ".join(_fmt(r.get(k)) for k in ("p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms",
+                                                                               "min_ms", "max_ms", "runs", "init_ms", "first_ms",
+                                                                               "peak_rss_mb")) + f" | {kind} |")
+    return "\n".join(L) + "\n"
+
+
+# --- HTML with inline SVG charts -------------------------------------------------------------
+
+def _bar_chart(title: str, items: list[tuple[str, float, bool]], unit: str) -> str:
+    if not items:
+        return ""
+    w, bar, gap, left = 760, 18, 6, 300
+    vmax = max(v for _, v, _ in items) or 1
+    h = len(items) * (bar + gap) + 40
+    out = [f'<figure><figcaption>{html.escape(title)}</figcaption><svg class="chart" width="{w}" height="{h}" '
+           f'viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">']
+    for i, (lab, v, est) in enumerate(items):
+        y = 10 + i * (bar + gap)
+        bw = max(1, (w - left - 90) * v / vmax)
+        fill = "url(#hatch)" if est else "#3b6ea8"
+        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end" font-size="12">{html.escape(lab)}</text>'
+                   f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{bar}" fill="{fill}" stroke="#3b6ea8"/>'
+                   f'<text x="{left + bw + 4:.1f}" y="{y + 13}" font-size="12">{v:.3f} {unit}{" est." if est else ""}</text>')
+    out.append('<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+               '<rect width="6" height="6" fill="#e8eef6"/><line x1="0" y1="0" x2="0" y2="6" stroke="#3b6ea8" stroke-width="2"/>'
+               '</pattern></defs></svg></figure>')
+    return "".join(out)
+
+
+def _scatter(title: str, pts: list[tuple[float, float, str]]) -> str:
+    if not pts:
+        return ""
+    w, h, m = 760, 380, 60
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = 0, max(xs) * 1.1 or 1
+    y0, y1 = min(ys) - 0.02, max(ys) + 0.02
+    sx = lambda x: m + (w - 2 * m) * (x - x0) / (x1 - x0)  # noqa: E731
+    sy = lambda y: h - m - (h - 2 * m) * (y - y0) / ((y1 - y0) or 1)  # noqa: E731
+    front = set(pareto(pts))
+    out = [f'<figure><figcaption>{html.escape(title)}</figcaption><svg class="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+           f'xmlns="http://www.w3.org/2000/svg"><line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="#333"/>'
+           f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="#333"/>'
+           f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle" font-size="12">p50 latency (ms)</text>'
+           f'<text x="15" y="{h / 2}" transform="rotate(-90 15 {h / 2})" text-anchor="middle" font-size="12">top-1</text>'
+           f'<text x="{m}" y="{h - m + 15}" font-size="11">{x0:.1f}</text><text x="{w - m}" y="{h - m + 15}" font-size="11" text-anchor="end">{x1:.2f}</text>'
+           f'<text x="{m - 5}" y="{m + 4}" font-size="11" text-anchor="end">{y1:.3f}</text><text x="{m - 5}" y="{h - m}" font-size="11" text-anchor="end">{y0:.3f}</text>']
+    fp = sorted((p for p in pts if p[2] in front), key=lambda p: p[0])
+    if len(fp) > 1:
+        out.append('<polyline fill="none" stroke="#c0392b" stroke-dasharray="4 3" points="' +
+                   " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in fp) + '"/>')
+    for x, y, lab in pts:
+        on = lab in front
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{6 if on else 4}" fill="{"#c0392b" if on else "#3b6ea8"}">'
+                   f'<title>{html.escape(lab)}: {x:.3f} ms, top-1 {y:.3f}{" (Pareto front)" if on else ""}</title></circle>')
+        if on:  # label the front; every point has a hover title
+            out.append(f'<text x="{sx(x) + 7:.1f}" y="{sy(y) - 6:.1f}" font-size="10">{html.escape(lab)}</text>')
+    out.append("</svg></figure>")
+    return "".join(out)
+
+
+def _md_table_to_html(md: str) -> str:
+    """Render the Markdown report's tables and text as HTML (one renderer for both formats)."""
+    out, in_table = [], False
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells_ = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells_)) <= set("-: "):
+                continue
+            if not in_table:
+                out.append('<table class="sortable"><thead><tr>' + "".join(f"<th>{html.escape(c)}</th>" for c in cells_) + "</tr></thead><tbody>")
+                in_table = True
+                continue
+            out.append("<tr>" + "".join(f"<td>{html.escape(c).replace('**', '')}</td>" for c in cells_) + "</tr>")
+            continue
+        if in_table:
+            out.append("</tbody></table>")
+            in_table = False
+        if line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("- "):
+            out.append(f"<p class='failure'>{html.escape(line[2:])}</p>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line).replace('**est.**', '<b>est.</b>')}</p>")
+    if in_table:
+        out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+SORT_JS = """document.querySelectorAll('table.sortable th').forEach(function(th, i){th.onclick=function(){
+var t=th.closest('table'), b=t.tBodies[0], rows=Array.from(b.rows), asc=th.dataset.asc!=='1'; th.dataset.asc=asc?'1':'0';
+rows.sort(function(a,c){var x=a.cells[i].innerText, y=c.cells[i].innerText, nx=parseFloat(x), ny=parseFloat(y);
+var r=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y); return asc?r:-r;}); rows.forEach(function(r){b.appendChild(r);});};});"""
+
+
+def html_report(run: dict) -> str:
+    md = markdown(run)
+    acc = _acc(run)
+    charts = []
+    for dev in devices(run):
+        items = [(_label(r), r["p50_ms"], bool(r.get("estimated"))) for r in run["latency"]
+                 if r.get("device") == dev and r.get("p50_ms") is not None]
+        charts.append(_bar_chart(f"p50 latency on {dev}" + (" (hatched: estimate)" if any(e for *_, e in items) else ""),
+                                 sorted(items, key=lambda t: t[1]), "ms"))
+    measured = [r for r in run["latency"] if not r.get("estimated") and r.get("p50_ms") is not None]
+    if measured:
+        dev0 = measured[0]["device"]
+        pts = [(r["p50_ms"], acc[_key(r)]["top1"], _label(r)) for r in measured
+               if r["device"] == dev0 and "top1" in acc.get(_key(r), {})]
+        charts.insert(0, _scatter(f"Accuracy vs latency on {dev0} (red: Pareto front)", pts))
+    sizes = [(_label(a), (a.get("size_bytes") or 0) / 1e6, False) for a in run["artifacts"] if a.get("size_bytes")]
+    charts.append(_bar_chart("Model size (MB)", sorted(sizes, key=lambda t: t[1]), "MB"))
+    reparam = [(f"{r['model']} {r['format']} {r['precision']} {'deploy' if r.get('reparam', True) else 'train-time'} on {r['device']}",
+                r["p50_ms"], bool(r.get("estimated"))) for r in run["latency"] if r.get("p50_ms") is not None]
+    if len({r.get("reparam", True) for r in run["latency"]}) > 1:
+        charts.append(_bar_chart("Re-parameterization: train-time vs deploy p50", reparam, "ms"))
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#eef;cursor:pointer}"
+             "td:first-child{text-align:left}figure{margin:1.5em 0}figcaption{font-weight:600;margin-bottom:.4em}.failure{color:#a00}")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Edge Workbench report: {html.escape(run.get('name', 'run'))}</title>"
+            f"<style>{style}</style></head><body>{_md_table_to_html(md)}<h2>Charts</h2>{''.join(charts)}"
+            f"<script>{SORT_JS}</script></body></html>")
+
+
+def write_reports(run: dict, out_dir: Path, formats: tuple[str, ...] = ("html", "md", "csv", "devices")) -> dict[str, str]:
+    out_dir = Path(out_dir)
+    written = {}
+    if "csv" in formats:
+        write_csv(run, out_dir / "results.csv")
+        written["csv"] = str(out_dir / "results.csv")
+    if "md" in formats:
+        _atomic(out_dir / "report.md", markdown(run))
+        written["md"] = str(out_dir / "report.md")
+    if "html" in formats:
+        _atomic(out_dir / "report.html", html_report(run))
+        written["html"] = str(out_dir / "report.html")
+    if "devices" in formats:
+        for dev in devices(run):
+            _atomic(out_dir / "devices" / f"{dev}.md", device_markdown(run, dev))
+        written["devices"] = str(out_dir / "devices")
+    return written
