@@ -242,6 +242,29 @@ def cmd_devices(args) -> int:
     return 2 if errors else 0
 
 
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from .sweep import run_sweep
+
+    console = Console(stderr=True)
+
+    def progress(event: str, info: dict) -> None:
+        if event == "export":
+            console.print(f"export {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts")
+        elif event == "cached":
+            console.print(f"cached {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts reused")
+        elif event == "cell":
+            console.print(f"  {info['kind']:8s} {info['model']} {info['format']} {info['precision']} {info.get('device', '')}")
+
+    res = run_sweep(args.sweep, args.out, resume=args.resume, cache=args.cache, progress=progress)
+    st = res["stats"]
+    failed = [f for f in res["run"]["failures"]]
+    print(f"{st['cells_done']} cells measured, {st['cells_reused']} reused, {len(failed)} failures; "
+          f"exported {st['exported_now']} artifacts; report: {res['reports']['html']}")
+    return 1 if failed else 0
+
+
 def cmd_report(args) -> int:
     from pathlib import Path
 
@@ -367,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("devices", help="list the device profiles")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_devices)
+
+    s = sub.add_parser("run", help="run a sweep file (resumable, cached by content)")
+    s.add_argument("sweep", help="SWEEP.toml")
+    s.add_argument("--out", metavar="DIR", help="run folder (default reports/NAME)")
+    s.add_argument("--resume", action="store_true", help="keep the cells an interrupted run finished")
+    s.add_argument("--cache", metavar="DIR", help="export cache (default reports/.cache/exports or $WORKBENCH_CACHE)")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="rebuild reports from DIR/run.json without re-running")
     s.add_argument("dir")

@@ -117,7 +117,8 @@ def markdown(run: dict) -> str:
     for ac in run["accuracy"]:
         if ac["runtime"] == "pytorch":
             ci = ac.get("top1_ci95")
-            L.append(f"\nPyTorch reference ({ac['model']}): " + (f"top-1 {ac['top1']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {ac['images']} images"
+            form = "" if ac.get("reparam", True) else ", train-time form"
+            L.append(f"\nPyTorch reference ({ac['model']}{form}): " + (f"top-1 {ac['top1']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) on {ac['images']} images"
                                                                if "top1" in ac else f"mAP@0.5 {ac['map50']:.3f}, mAP@[.5:.95] {ac['map50_95']:.3f}"))
     for dev in devices(run):
         L += ["", f"## Latency on {dev}", "", "| artifact | p50 ms | p90 ms | p99 ms | std ms | runs | kind |", "|---|---|---|---|---|---|---|"]

@@ -1,0 +1,103 @@
+"""Sweeps: matrix, content cache, SIGKILL + --resume, failures recorded, config errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.errors import ConfigError
+from workbench.report.build import validate_run
+from workbench.sweep import load_sweep, run_sweep
+
+SWEEP = """
+name = "t"
+formats = ["onnx"]
+precisions = ["fp32", "int8"]
+devices = ["host", "rpi5"]
+[data]
+evaluation = "builtin"
+eval_limit = 40
+calib_count = 8
+[latency]
+warmup = 2
+warmup_seconds = 0.1
+min_runs = 10
+min_seconds = {secs}
+repeats = 2
+[[models]]
+name = "repvgg-tiny"
+"""
+
+
+def _rows(run: dict) -> list[tuple]:
+    return sorted((r["model"], r["format"], r["precision"], r["device"]) for r in run["latency"])
+
+
+def test_sweep_runs_caches_and_reports(tmp_path):
+    sw = tmp_path / "s.toml"
+    sw.write_text(SWEEP.format(secs=0.1))
+    cache = tmp_path / "cache"
+    first = run_sweep(str(sw), tmp_path / "a", cache=str(cache))
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    validate_run(run)
+    assert first["stats"]["exported_now"] == 2
+    assert _rows(run) == sorted(("repvgg-tiny", "onnx", p, d) for p in ("fp32", "int8") for d in ("host", "rpi5"))
+    est = [r for r in run["latency"] if r["device"] == "rpi5"]
+    assert all(r["estimated"] and "estimated" in " ".join(r["warnings"]) for r in est)  # no phone here
+    assert (tmp_path / "a" / "report.html").exists() and (tmp_path / "a" / "devices" / "host.md").exists()
+    assert run["provenance"]["sweep"]["text"] == sw.read_text()
+    export_time = sum(a["export_seconds"] or 0 for a in run["artifacts"])
+    t = time.perf_counter()
+    second = run_sweep(str(sw), tmp_path / "b", cache=str(cache))
+    assert second["stats"]["exported_now"] == 0  # unchanged sweep: nothing re-exported
+    assert _rows(second["run"]) == _rows(run)
+    assert export_time > 0 and time.perf_counter() - t > 0
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
+    sw = tmp_path / "s.toml"
+    sw.write_text(SWEEP.format(secs=1.0))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "WORKBENCH_CACHE": str(cache)}
+    exe = os.path.join(os.path.dirname(sys.executable), "workbench")
+    out = tmp_path / "run"
+    p = subprocess.Popen([exe, "run", str(sw), "--out", str(out)], env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    done_before = {f.name: f.read_text() for f in (out / "cells").glob("*.json")}
+    assert 2 <= len(done_before) < 6 and not (out / "run.json").exists()
+    r = subprocess.run([exe, "run", str(sw), "--out", str(out), "--resume"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-500:]
+    run = json.loads((out / "run.json").read_text())
+    validate_run(run)
+    assert f"{len(done_before)} reused" in r.stdout
+    for name, text in done_before.items():  # finished cells were kept as they were
+        assert (out / "cells" / name).read_text() == text
+    full = run_sweep(str(sw), tmp_path / "full", cache=str(cache))
+    assert _rows(run) == _rows(full["run"]) and len(set(_rows(run))) == len(_rows(run))
+
+
+@pytest.mark.parametrize("text,match", [
+    ('formats=["onnx"]\n[[models]]\nname="repvgg-tiny"\nnum_clases=3\n', "unknown key 'num_clases' \\(did you mean: num_classes"),
+    ('formats=["onx"]\n[[models]]\nname="repvgg-tiny"\n', "'formats' has 'onx' \\(did you mean: onnx"),
+    ('devices=["pixel9"]\n[[models]]\nname="repvgg-tiny"\n', "unknown device profile 'pixel9'"),
+    ('[[models]]\nname="repvgg-tiny"\ninput_size=-3\n', "input_size must be a positive integer"),
+    ('[latency]\nrepeats=-1\n[[models]]\nname="repvgg-tiny"\n', "latency.repeats must be a non-negative"),
+    ('name="x"\n', "at least one \\[\\[models\\]\\]"),
+])
+def test_bad_sweeps_are_one_line_errors(tmp_path, text, match):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(p)

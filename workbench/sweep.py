@@ -1,0 +1,256 @@
+"""``workbench run SWEEP.toml``: a declarative sweep, run unattended, resumable.
+
+The matrix is models x re-parameterization x formats x precisions x devices. Exports are cached
+by content (model, weights sha256, classes, input size, re-parameterization, calibration and
+toolchain versions) under a cache folder shared between runs, so re-running an unchanged sweep
+re-exports nothing. Every finished cell (accuracy of an artifact, latency of an artifact on a
+device) is written atomically to ``OUT/cells/`` at once; ``--resume`` after an interruption (even
+SIGKILL) keeps those and does only what is missing. ``run.json`` and the reports are rebuilt from
+the cells at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import ConfigError, did_you_mean
+
+TOP_KEYS = {"name", "formats", "precisions", "devices", "reparam", "data", "latency", "models", "export"}
+MODEL_KEYS = {"name", "weights", "num_classes", "input_size"}
+DATA_KEYS = {"calibration", "evaluation", "eval_limit", "calib_count"}
+LATENCY_KEYS = {"warmup", "warmup_seconds", "min_runs", "min_seconds", "repeats"}
+EXPORT_KEYS = {"timeout_s", "route", "fidelity_count"}
+DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "reports" / ".cache" / "exports"
+
+
+@dataclass
+class Sweep:
+    name: str
+    models: list[dict]
+    formats: list[str]
+    precisions: list[str]
+    devices: list[str]
+    reparam: list[bool]
+    data: dict = field(default_factory=dict)
+    latency: dict = field(default_factory=dict)
+    export: dict = field(default_factory=dict)
+    path: str = ""
+    text: str = ""
+
+
+def _check_keys(where: str, got: dict, allowed: set) -> None:
+    for k in got:
+        if k not in allowed:
+            raise ConfigError(f"{where}: unknown key '{k}'{did_you_mean(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    from exporters.base import CAPABILITIES, PRECISIONS
+
+    from .bench.profiles import get_profile
+    from .registry import get_spec
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"sweep file {p} does not exist")
+    text = p.read_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p.name}: not valid TOML ({e})") from e
+    _check_keys(p.name, doc, TOP_KEYS)
+    models = doc.get("models")
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"{p.name}: needs at least one [[models]] entry with a name")
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or "name" not in m:
+            raise ConfigError(f"{p.name}: models[{i}] needs a name")
+        _check_keys(f"{p.name} models[{i}]", m, MODEL_KEYS)
+        get_spec(m["name"])
+        for k in ("num_classes", "input_size"):
+            if k in m and (not isinstance(m[k], int) or isinstance(m[k], bool) or m[k] < 1):
+                raise ConfigError(f"{p.name}: models[{i}].{k} must be a positive integer, got {m[k]!r}")
+        if m.get("weights"):
+            w = (p.parent / m["weights"]).resolve() if not Path(m["weights"]).is_absolute() else Path(m["weights"])
+            if not w.exists():
+                raise ConfigError(f"{p.name}: models[{i}].weights {m['weights']} does not exist")
+            m["weights"] = str(w)
+
+    def str_list(key, default, allowed=None):
+        v = doc.get(key, default)
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{p.name}: '{key}' must be a list of strings")
+        for x in v:
+            if allowed is not None and x not in allowed:
+                raise ConfigError(f"{p.name}: '{key}' has {x!r}{did_you_mean(x, allowed)}; allowed: {', '.join(allowed)}")
+        return v
+
+    formats = str_list("formats", ["onnx", "tflite"], list(CAPABILITIES))
+    precisions = str_list("precisions", ["fp32"], list(PRECISIONS))
+    devices = str_list("devices", ["host"])
+    for d in devices:
+        get_profile(d)
+    reparam = doc.get("reparam", [True])
+    if isinstance(reparam, bool):
+        reparam = [reparam]
+    if not isinstance(reparam, list) or not all(isinstance(x, bool) for x in reparam):
+        raise ConfigError(f"{p.name}: 'reparam' must be true, false or a list of them")
+    for key, allowed in (("data", DATA_KEYS), ("latency", LATENCY_KEYS), ("export", EXPORT_KEYS)):
+        if not isinstance(doc.get(key, {}), dict):
+            raise ConfigError(f"{p.name}: [{key}] must be a table")
+        _check_keys(f"{p.name} [{key}]", doc.get(key, {}), allowed)
+    for k, v in doc.get("latency", {}).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"{p.name}: latency.{k} must be a non-negative number, got {v!r}")
+    return Sweep(name=doc.get("name", p.stem), models=models, formats=formats, precisions=precisions, devices=devices,
+                 reparam=reparam, data=doc.get("data", {}), latency=doc.get("latency", {}), export=doc.get("export", {}),
+                 path=str(p), text=text)
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def export_key(m: dict, reparam: bool, sweep: Sweep) -> str:
+    from .export import toolchain_versions
+
+    from exporters.common import sha256_path
+
+    return _sha({"model": m["name"], "weights": sha256_path(m["weights"]) if m.get("weights") else None,
+                 "num_classes": m.get("num_classes"), "input_size": m.get("input_size"), "reparam": reparam,
+                 "calibration": sweep.data.get("calibration", "builtin"), "calib_count": sweep.data.get("calib_count", 64),
+                 "export": sweep.export, "toolchain": toolchain_versions()})[:20]
+
+
+def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dict:
+    """Manifest rows for every requested (format, precision), exporting only what the cache lacks."""
+    from .export import ExportOptions, export_model
+
+    d = cache / export_key(m, reparam, sweep)
+    merged_path = d / "manifest.json"
+    merged = json.loads(merged_path.read_text()) if merged_path.exists() else None
+    have = {(a["format"], a["precision"]) for a in (merged or {}).get("artifacts", [])
+            if a["status"] in ("ok", "skipped") and (a["status"] == "skipped" or Path(a["path"]).exists())}
+    want = [(f, p) for f in sweep.formats for p in sweep.precisions]
+    missing = [c for c in want if c not in have]
+    if missing:
+        part = d / f"part-{len(list(d.glob('part-*'))) if d.exists() else 0}"
+        calib = sweep.data.get("calibration", "builtin")
+        opts = ExportOptions(formats=tuple(dict.fromkeys(f for f, _ in missing)),
+                             precisions=tuple(dict.fromkeys(p for _, p in missing)),
+                             calib_dir=None if calib == "builtin" else calib, calib_count=sweep.data.get("calib_count", 64),
+                             fidelity_count=sweep.export.get("fidelity_count", 16), reparam=reparam,
+                             route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900))
+        say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
+        new = export_model(m["name"], out_dir=part, weights=m.get("weights"), num_classes=m.get("num_classes"),
+                           input_size=m.get("input_size"), options=opts)
+        new["export_dir"] = str(part)
+        if merged is None:
+            merged = {**new, "artifacts": []}
+        keep = [a for a in merged["artifacts"] if (a["format"], a["precision"]) in have]
+        merged["artifacts"] = keep + [dict(a, export_dir=str(part)) for a in new["artifacts"]
+                                      if (a["format"], a["precision"]) in missing]
+        merged.setdefault("parts", []).append(str(part))
+        _atomic_json(merged_path, merged)
+    else:
+        say("cached", {"model": m["name"], "reparam": reparam, "combos": len(want)})
+    rows = [a for a in merged["artifacts"] if (a["format"], a["precision"]) in want]
+    return {**merged, "artifacts": rows, "cache_dir": str(d), "exported_now": len(missing)}
+
+
+ProgressFn = Callable[[str, dict], None]
+
+
+def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool = False, cache: str | None = None,
+              progress: ProgressFn | None = None) -> dict:
+    from .api import model_summary
+    from .bench.measure import bench_artifact, estimate_artifact
+    from .bench.profiles import get_profile
+    from .bench.runners import Protocol, RunnerError
+    from .evaluate import evaluate_target
+    from .report.build import add_accuracy, add_export, add_latency, new_run, now, write_run
+    from .report.render import write_reports
+
+    sweep = load_sweep(path)
+    say = progress or (lambda e, i: None)
+    out = Path(out or Path("reports") / sweep.name)
+    cells_dir = out / "cells"
+    if out.exists() and any(cells_dir.glob("*.json")) and not resume:
+        shutil.rmtree(cells_dir)  # a fresh run; exports still come from the content cache
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache or os.environ.get("WORKBENCH_CACHE", DEFAULT_CACHE))
+    proto = Protocol(**{k: v for k, v in sweep.latency.items()})
+    run = new_run(sweep.name, {"path": sweep.path, "sha256": hashlib.sha256(sweep.text.encode()).hexdigest(), "text": sweep.text})
+    stats = {"cells_done": 0, "cells_reused": 0, "cells_failed": 0, "exported_now": 0}
+    for m in sweep.models:
+        for reparam in sweep.reparam:
+            manifest = cached_export(m, reparam, sweep, cache_dir, say)
+            stats["exported_now"] += manifest["exported_now"]
+            summary = model_summary(m["name"], num_classes=manifest["num_classes"], input_size=manifest["input_size"])
+            add_export(run, manifest, summary, reparam=reparam)
+            for a in manifest["artifacts"]:
+                if a["status"] != "ok":
+                    continue
+                base = {"model": m["name"], "reparam": reparam, "format": a["format"], "precision": a["precision"],
+                        "sha256": a["sha256"]}
+                if sweep.data.get("evaluation") and a["runnable_here"]:
+                    cid = "acc-" + _sha({**base, "data": sweep.data["evaluation"], "limit": sweep.data.get("eval_limit")})[:20]
+                    cell = cells_dir / f"{cid}.json"
+                    if cell.exists():
+                        stats["cells_reused"] += 1
+                    else:
+                        say("cell", {"kind": "accuracy", **base})
+                        res = evaluate_target(a["path"], sweep.data["evaluation"], limit=sweep.data.get("eval_limit"))
+                        _atomic_json(cell, {"kind": "accuracy", **base, "results": res["results"]})
+                        stats["cells_done"] += 1
+                    c = json.loads(cell.read_text())
+                    first_pt = not any(r["model"] == m["name"] and r["runtime"] == "pytorch" and r.get("reparam", True) == reparam
+                                       for r in run["accuracy"])
+                    add_accuracy(run, m["name"], [r for r in c["results"] if r.get("runtime") != "pytorch" or first_pt],
+                                 reparam=reparam)
+                for dev in sweep.devices:
+                    cid = "lat-" + _sha({**base, "device": dev, "protocol": sweep.latency})[:20]
+                    cell = cells_dir / f"{cid}.json"
+                    if cell.exists():
+                        stats["cells_reused"] += 1
+                    else:
+                        say("cell", {"kind": "latency", "device": dev, **base})
+                        prof = get_profile(dev)
+                        try:
+                            if prof.runner in ("local", "estimate"):
+                                st = bench_artifact(a["path"], dev, proto).to_dict()
+                            else:  # a remote device is measured only when reachable; else estimated, labelled
+                                try:
+                                    st = bench_artifact(a["path"], dev, proto).to_dict()
+                                except (RunnerError, ConfigError) as e:
+                                    st = estimate_artifact(a["path"], dev).to_dict()
+                                    st["warnings"] = st.get("warnings", []) + [f"device not reachable ({str(e)[:120]}); estimated"]
+                        except Exception as e:  # recorded, the sweep goes on
+                            st = {"device": dev, "runner": prof.runner, "estimated": False, "status": "failed",
+                                  "reason": f"{type(e).__name__}: {e}"[:300], "p50_ms": None}
+                            stats["cells_failed"] += 1
+                        _atomic_json(cell, {"kind": "latency", **base, "stats": st})
+                        stats["cells_done"] += 1
+                    c = json.loads(cell.read_text())
+                    if c["stats"].get("status") == "not measured":
+                        continue
+                    add_latency(run, m["name"], a["format"], a["precision"], c["stats"], reparam=reparam)
+    run["finished"] = now()
+    run["sweep_stats"] = stats
+    write_run(run, out)
+    reports = write_reports(run, out)
+    say("done", {"out": str(out), **stats})
+    return {"run": run, "out": str(out), "reports": reports, "stats": stats}
