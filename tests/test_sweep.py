@@ -101,3 +101,30 @@ def test_bad_sweeps_are_one_line_errors(tmp_path, text, match):
     p.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_sweep(p)
+
+
+def test_compare_flags_only_changes_beyond_noise(tmp_path):
+    from workbench.report.compare import compare_runs
+
+    base = {"schema": "edge-workbench/run", "version": 1, "accuracy": [], "failures": []}
+
+    def lat(p50, reps):
+        return {"model": "m", "format": "tflite", "precision": "fp32", "device": "host", "p50_ms": p50,
+                "repeat_p50_ms": reps, "estimated": False}
+
+    for name, rows in (("a", [lat(10.0, [9.9, 10.0, 10.1])]), ("b", [lat(10.1, [10.0, 10.1, 10.2])]),
+                       ("c", [lat(13.0, [12.9, 13.0, 13.1])])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({**base, "latency": rows}))
+    same = compare_runs(str(tmp_path / "a"), str(tmp_path / "b"))["latency"][0]
+    moved = compare_runs(str(tmp_path / "a"), str(tmp_path / "c"))["latency"][0]
+    assert not same["changed"] and moved["changed"] and moved["delta_rel"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("sweeps/*.toml")), ids=lambda p: p.name)
+def test_example_sweeps_parse(path):
+    try:
+        s = load_sweep(path)
+        assert s.models and s.formats and s.devices
+    except ConfigError as e:  # the demo sweep needs the demo's trained weights
+        assert "weights" in str(e) and "does not exist" in str(e)

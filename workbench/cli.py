@@ -290,6 +290,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .report.compare import compare_runs
+
+    res = compare_runs(args.dir_a, args.dir_b)
+    if args.json:
+        _print_json(res)
+        return 0
+    changed = [r for r in res["latency"] if r["changed"]]
+    print(f"latency: {len(changed)} of {len(res['latency'])} cells changed beyond their noise")
+    for r in res["latency"]:
+        mark = "CHANGED" if r["changed"] else "same   "
+        est = " (estimates)" if r["estimated"] else ""
+        form = "" if r["reparam"] else " (train-time)"
+        print(f"  {mark} {r['model']}{form} {r['format']} {r['precision']} on {r['device']}: {r['p50_a_ms']:.3f} -> "
+              f"{r['p50_b_ms']:.3f} ms ({r['delta_rel'] * 100:+.1f}%, noise {r['noise_ms']:.3f} ms){est}")
+    for r in res["accuracy"]:
+        mark = "CHANGED" if r["changed"] else "same   "
+        print(f"  {mark} top-1 {r['model']} {r['format']} {r['precision']}: {r['top1_a']:.3f} -> {r['top1_b']:.3f}")
+    for k in res["only_in_a"]:
+        print(f"  only in {args.dir_a}: {k}")
+    for k in res["only_in_b"]:
+        print(f"  only in {args.dir_b}: {k}")
+    return 0
+
+
 def cmd_app(args) -> int:
     from .errors import WorkbenchError
 
@@ -402,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     s.add_argument("--format", default="all", choices=["all", "html", "md", "csv", "json"])
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="what changed between two runs (beyond noise)")
+    s.add_argument("dir_a")
+    s.add_argument("dir_b")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("app", help="start the dashboard (not built yet)")
     s.add_argument("--address", default="127.0.0.1")
