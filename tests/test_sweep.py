@@ -128,3 +128,15 @@ def test_example_sweeps_parse(path):
         assert s.models and s.formats and s.devices
     except ConfigError as e:  # the demo sweep needs the demo's trained weights
         assert "weights" in str(e) and "does not exist" in str(e)
+
+
+def test_ray_executor_gathers_artifacts_and_matches_local(tmp_path):
+    pytest.importorskip("ray")
+    sw = tmp_path / "s.toml"
+    sw.write_text(SWEEP.format(secs=0.1))
+    ray_run = run_sweep(str(sw), tmp_path / "ray", cache=str(tmp_path / "cache-ray"), executor="ray", jobs=2)
+    local = run_sweep(str(sw), tmp_path / "local", cache=str(tmp_path / "cache-local"))
+    assert _rows(ray_run["run"]) == _rows(local["run"])
+    for a in ray_run["run"]["artifacts"]:  # artifacts were shipped back into this machine's cache
+        assert a["path"].startswith(str(tmp_path / "cache-ray")) and Path(a["path"]).exists()
+    assert {k for k in ray_run["run"]} == {k for k in local["run"]}

@@ -257,7 +257,8 @@ def cmd_run(args) -> int:
         elif event == "cell":
             console.print(f"  {info['kind']:8s} {info['model']} {info['format']} {info['precision']} {info.get('device', '')}")
 
-    res = run_sweep(args.sweep, args.out, resume=args.resume, cache=args.cache, progress=progress)
+    res = run_sweep(args.sweep, args.out, resume=args.resume, cache=args.cache, progress=progress,
+                    executor=args.executor, address=args.address, jobs=args.jobs)
     st = res["stats"]
     failed = [f for f in res["run"]["failures"]]
     print(f"{st['cells_done']} cells measured, {st['cells_reused']} reused, {len(failed)} failures; "
@@ -421,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="run folder (default reports/NAME)")
     s.add_argument("--resume", action="store_true", help="keep the cells an interrupted run finished")
     s.add_argument("--cache", metavar="DIR", help="export cache (default reports/.cache/exports or $WORKBENCH_CACHE)")
+    s.add_argument("--jobs", type=int, default=1, help="exports in parallel (latency is always measured one at a time)")
+    s.add_argument("--executor", default="local", choices=["local", "ray"])
+    s.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="rebuild reports from DIR/run.json without re-running")

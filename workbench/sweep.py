@@ -174,8 +174,83 @@ def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dic
 ProgressFn = Callable[[str, dict], None]
 
 
+def _relocate(root: Path, old: str, new: str) -> None:
+    """Rewrite absolute paths in every manifest under ``root`` (artifacts gathered from a worker)."""
+    for mf in root.rglob("manifest.json"):
+        mf.write_text(mf.read_text().replace(old, new))
+
+
+def _ray_export(m: dict, reparam: bool, sweep: Sweep) -> tuple[dict, bytes, str]:
+    """Runs on a Ray worker: export into the worker's own temporary cache and ship it back."""
+    import io
+    import tarfile
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="wb-ray-"))
+    try:
+        man = cached_export(m, reparam, sweep, tmp, lambda e, i: None)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(man["cache_dir"], arcname=Path(man["cache_dir"]).name)
+        return man, buf.getvalue(), str(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_all(sweep: Sweep, cache_dir: Path, executor: str, address: str | None, jobs: int, say) -> dict:
+    """Every (model, reparam) export, on worker threads (each conversion is its own process) or
+    as Ray tasks whose artifacts are gathered back into the local cache."""
+    todo = [(i, m, r) for i, m in enumerate(sweep.models) for r in sweep.reparam]
+    results: dict = {}
+    if executor == "local":
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futs = {(i, r): pool.submit(cached_export, m, r, sweep, cache_dir, say) for i, m, r in todo}
+            for k, f in futs.items():
+                results[k] = f.result()
+        return results
+    if executor != "ray":
+        raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("--executor ray needs the ray package (pip install ray==2.60.0)") from e
+    import io
+    import tarfile
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": max(1, jobs)}))
+    try:
+        remote = ray.remote(_ray_export)
+        refs = {(i, r): remote.remote(m, r, sweep) for i, m, r in todo}
+        for (i, r), ref in refs.items():
+            say("export", {"model": sweep.models[i]["name"], "reparam": r, "combos": "ray task"})
+            man, blob, worker_root = ray.get(ref)
+            key = Path(man["cache_dir"]).name
+            dest = cache_dir / key
+            if dest.exists():
+                shutil.rmtree(dest)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                tar.extractall(cache_dir, filter="data")
+            _relocate(dest, str(Path(worker_root) / key), str(dest))
+            results[(i, r)] = {**json.loads((dest / "manifest.json").read_text()),
+                               "cache_dir": str(dest), "exported_now": man["exported_now"],
+                               "artifacts": [a for a in json.loads((dest / "manifest.json").read_text())["artifacts"]
+                                             if (a["format"], a["precision"]) in
+                                             {(f, p) for f in sweep.formats for p in sweep.precisions}]}
+    finally:
+        if started:
+            ray.shutdown()
+    return results
+
+
 def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool = False, cache: str | None = None,
-              progress: ProgressFn | None = None) -> dict:
+              progress: ProgressFn | None = None, executor: str = "local", address: str | None = None,
+              jobs: int = 1) -> dict:
     from .api import model_summary
     from .bench.measure import bench_artifact, estimate_artifact
     from .bench.profiles import get_profile
@@ -195,9 +270,11 @@ def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool =
     proto = Protocol(**{k: v for k, v in sweep.latency.items()})
     run = new_run(sweep.name, {"path": sweep.path, "sha256": hashlib.sha256(sweep.text.encode()).hexdigest(), "text": sweep.text})
     stats = {"cells_done": 0, "cells_reused": 0, "cells_failed": 0, "exported_now": 0}
-    for m in sweep.models:
+    exports = export_all(sweep, cache_dir, executor, address, jobs, say)
+    # latency and accuracy cells run one at a time on this machine, so they never disturb each other
+    for mi, m in enumerate(sweep.models):
         for reparam in sweep.reparam:
-            manifest = cached_export(m, reparam, sweep, cache_dir, say)
+            manifest = exports[(mi, reparam)]
             stats["exported_now"] += manifest["exported_now"]
             summary = model_summary(m["name"], num_classes=manifest["num_classes"], input_size=manifest["input_size"])
             add_export(run, manifest, summary, reparam=reparam)
