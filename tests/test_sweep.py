@@ -58,6 +58,7 @@ def test_sweep_runs_caches_and_reports(tmp_path):
     assert second["stats"]["exported_now"] == 0  # unchanged sweep: nothing re-exported
     assert _rows(second["run"]) == _rows(run)
     assert export_time > 0 and time.perf_counter() - t > 0
+    assert second["stats"]["export_seconds"] < 0.1 * first["stats"]["export_seconds"]
 
 
 def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
@@ -140,3 +141,19 @@ def test_ray_executor_gathers_artifacts_and_matches_local(tmp_path):
     for a in ray_run["run"]["artifacts"]:  # artifacts were shipped back into this machine's cache
         assert a["path"].startswith(str(tmp_path / "cache-ray")) and Path(a["path"]).exists()
     assert {k for k in ray_run["run"]} == {k for k in local["run"]}
+
+
+def test_failed_export_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setenv("WORKBENCH_FAULT", "crash:onnx:int8")
+    sw = tmp_path / "s.toml"
+    sw.write_text(SWEEP.format(secs=0.1))
+    code = main(["run", str(sw), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert code == 1
+    assert [f["stage"] for f in run["failures"]] == ["export"] and "SIGABRT" in run["failures"][0]["reason"]
+    assert {(r["precision"], r["device"]) for r in run["latency"]} == {("fp32", "host"), ("fp32", "rpi5")}
+    assert "SIGABRT" in (tmp_path / "out" / "report.md").read_text()
+    rows = (tmp_path / "out" / "results.csv").read_text()
+    assert "failed" in rows

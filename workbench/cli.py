@@ -255,7 +255,9 @@ def cmd_run(args) -> int:
         elif event == "cached":
             console.print(f"cached {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts reused")
         elif event == "cell":
-            console.print(f"  {info['kind']:8s} {info['model']} {info['format']} {info['precision']} {info.get('device', '')}")
+            eta = f", ~{info['eta_s']:.0f} s left" if info.get("eta_s") is not None else ""
+            console.print(f"[{info['done']}/{info['total']} done, {info['running']} running, {info['failed']} failed{eta}] "
+                          f"{info['kind']} {info['model']} {info['format']} {info['precision']} {info.get('device', '')}")
 
     res = run_sweep(args.sweep, args.out, resume=args.resume, cache=args.cache, progress=progress,
                     executor=args.executor, address=args.address, jobs=args.jobs)

@@ -270,7 +270,22 @@ def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool =
     proto = Protocol(**{k: v for k, v in sweep.latency.items()})
     run = new_run(sweep.name, {"path": sweep.path, "sha256": hashlib.sha256(sweep.text.encode()).hexdigest(), "text": sweep.text})
     stats = {"cells_done": 0, "cells_reused": 0, "cells_failed": 0, "exported_now": 0}
+    import time
+
+    t_export = time.perf_counter()
     exports = export_all(sweep, cache_dir, executor, address, jobs, say)
+    stats["export_seconds"] = round(time.perf_counter() - t_export, 2)
+    ok_rows = [(mi, r, a) for (mi, r), man in exports.items() for a in man["artifacts"] if a["status"] == "ok"]
+    total = sum((1 if sweep.data.get("evaluation") and a["runnable_here"] else 0) + len(sweep.devices) for *_, a in ok_rows)
+    t_cells = time.perf_counter()
+    measured_times: list[float] = []
+
+    def tick(kind: str, info: dict) -> None:
+        done = stats["cells_done"] + stats["cells_reused"]
+        left = total - done
+        eta = (sum(measured_times) / len(measured_times) * left) if measured_times else None
+        say("cell", {"kind": kind, **info, "done": done, "total": total, "failed": stats["cells_failed"],
+                     "running": 1, "eta_s": eta})
     # latency and accuracy cells run one at a time on this machine, so they never disturb each other
     for mi, m in enumerate(sweep.models):
         for reparam in sweep.reparam:
@@ -289,10 +304,12 @@ def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool =
                     if cell.exists():
                         stats["cells_reused"] += 1
                     else:
-                        say("cell", {"kind": "accuracy", **base})
+                        tick("accuracy", base)
+                        t0 = time.perf_counter()
                         res = evaluate_target(a["path"], sweep.data["evaluation"], limit=sweep.data.get("eval_limit"))
                         _atomic_json(cell, {"kind": "accuracy", **base, "results": res["results"]})
                         stats["cells_done"] += 1
+                        measured_times.append(time.perf_counter() - t0)
                     c = json.loads(cell.read_text())
                     first_pt = not any(r["model"] == m["name"] and r["runtime"] == "pytorch" and r.get("reparam", True) == reparam
                                        for r in run["accuracy"])
@@ -304,7 +321,8 @@ def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool =
                     if cell.exists():
                         stats["cells_reused"] += 1
                     else:
-                        say("cell", {"kind": "latency", "device": dev, **base})
+                        tick("latency", {"device": dev, **base})
+                        t0 = time.perf_counter()
                         prof = get_profile(dev)
                         try:
                             if prof.runner in ("local", "estimate"):
@@ -321,10 +339,12 @@ def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool =
                             stats["cells_failed"] += 1
                         _atomic_json(cell, {"kind": "latency", **base, "stats": st})
                         stats["cells_done"] += 1
+                        measured_times.append(time.perf_counter() - t0)
                     c = json.loads(cell.read_text())
                     if c["stats"].get("status") == "not measured":
                         continue
                     add_latency(run, m["name"], a["format"], a["precision"], c["stats"], reparam=reparam)
+    stats["cell_seconds"] = round(time.perf_counter() - t_cells, 2)
     run["finished"] = now()
     run["sweep_stats"] = stats
     write_run(run, out)
