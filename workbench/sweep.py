@@ -251,6 +251,41 @@ def export_all(sweep: Sweep, cache_dir: Path, executor: str, address: str | None
 def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool = False, cache: str | None = None,
               progress: ProgressFn | None = None, executor: str = "local", address: str | None = None,
               jobs: int = 1) -> dict:
+    sweep = load_sweep(path)
+    say = progress or (lambda e, i: None)
+    out = Path(out or Path("reports") / safe_name(sweep.name))
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _run_locked(sweep, out, resume, cache, say, executor, address, jobs)
+    finally:
+        lock.close()
+
+
+def safe_name(name: str) -> str:
+    """A folder name from a sweep's name: no separators, no '..', nothing hidden."""
+    import re
+
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "run"
+    return cleaned[:80]
+
+
+def _lock(out: Path):
+    """One writer per run folder: a second run into the same folder stops with a clear error."""
+    import fcntl
+
+    f = open(out / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ConfigError(f"another run is writing to {out}; wait for it or pass a different --out") from None
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _run_locked(sweep: Sweep, out: Path, resume: bool, cache, say, executor, address, jobs) -> dict:
     from .api import model_summary
     from .bench.measure import bench_artifact, estimate_artifact
     from .bench.profiles import get_profile
@@ -259,9 +294,6 @@ def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool =
     from .report.build import add_accuracy, add_export, add_latency, new_run, now, write_run
     from .report.render import write_reports
 
-    sweep = load_sweep(path)
-    say = progress or (lambda e, i: None)
-    out = Path(out or Path("reports") / sweep.name)
     cells_dir = out / "cells"
     if out.exists() and any(cells_dir.glob("*.json")) and not resume:
         shutil.rmtree(cells_dir)  # a fresh run; exports still come from the content cache

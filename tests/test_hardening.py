@@ -1,0 +1,126 @@
+"""Hardening: untrusted files, malformed configs (property-based), faults during runs, concurrency.
+(Checkpoint, dataset and profile cases live beside their modules' tests; this file holds the rest.)"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from workbench.bench.profiles import parse_profile
+from workbench.cli import main
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.sweep import _lock, load_sweep, safe_name
+
+# --- corrupted artifacts handed to bench and eval --------------------------------------------
+
+
+@pytest.mark.parametrize("name,content", [("m.onnx", b"\x08\x07garbage"), ("m.tflite", b"TFL3" + b"\x00" * 50),
+                                          ("empty.tflite", b"")])
+def test_corrupted_artifacts_give_one_line_errors(tmp_path, capsys, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    for argv in (["bench", str(p), "--device", "host-1t", "--min-seconds", "0.1", "--repeats", "1"],
+                 ["eval", str(p), "--data", "builtin", "--limit", "4"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupted_mlpackage(tmp_path, capsys):
+    p = tmp_path / "m.mlpackage"
+    p.mkdir()
+    (p / "Manifest.json").write_text("{broken")
+    assert main(["bench", str(p), "--device", "iphone15-coreml"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+# --- config parsers never crash: they parse or raise ConfigError -------------------------------
+
+toml_scalars = st.one_of(st.integers(-5, 300), st.booleans(), st.text(max_size=12), st.floats(allow_nan=False, width=32),
+                         st.lists(st.text(max_size=8), max_size=3))
+keys = st.sampled_from(["name", "runner", "threads", "runtimes", "delegates", "notes", "threds", "description", "compute"])
+
+
+def _toml(d: dict) -> str:
+    lines = []
+    for k, v in d.items():
+        lines.append(f"{k} = {json.dumps(v)}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(keys, toml_scalars, max_size=6))
+def test_profile_parser_property(tmp_path, doc):
+    p = tmp_path / "p.toml"
+    p.write_text(_toml(doc))
+    try:
+        prof = parse_profile(p)
+    except ConfigError as e:
+        assert "\n" not in str(e) and str(e).startswith("p.toml")
+    else:
+        assert prof.runner in ("local", "ssh", "adb", "estimate") and prof.name
+
+
+sweep_keys = st.sampled_from(["name", "formats", "precisions", "devices", "reparam", "fromats"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(sweep_keys, toml_scalars, max_size=5), st.sampled_from(["repvgg-tiny", "vgg-tiny", "nope", ""]))
+def test_sweep_parser_property(tmp_path, doc, model):
+    p = tmp_path / "s.toml"
+    p.write_text(_toml(doc) + f'[[models]]\nname = "{model}"\n')
+    try:
+        s = load_sweep(p)
+    except WorkbenchError as e:  # ConfigError, or UnknownModelError for a name not in the zoo
+        assert "\n" not in str(e)
+    else:
+        assert s.models and all(isinstance(f, str) for f in s.formats)
+
+
+def test_names_cannot_escape_the_reports_folder():
+    for evil in ("../../etc", "/abs/path", "..", "a/../../b", ".hidden"):
+        n = safe_name(evil)
+        assert "/" not in n and not n.startswith(".") and n not in ("", "..")
+
+
+# --- concurrency and faults while writing -------------------------------------------------------
+
+
+def test_two_runs_cannot_write_the_same_folder(tmp_path):
+    first = _lock(tmp_path)
+    try:
+        with pytest.raises(ConfigError, match="another run is writing"):
+            _lock(tmp_path)
+    finally:
+        first.close()
+    _lock(tmp_path).close()  # free again once the first run ended
+
+
+def test_disk_full_while_writing_a_report_keeps_the_old_file(tmp_path):
+    """A file-size quota (RLIMIT_FSIZE) stands in for a full disk: the write fails, the previous
+    report stays whole, and no half-written file is left under the real name."""
+    report = tmp_path / "report.md"
+    report.write_text("previous complete report\n")
+    code = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+from pathlib import Path
+from workbench.report.render import _atomic
+try:
+    _atomic(Path({str(report)!r}), "x" * 100000)
+except OSError as e:
+    print("OSError", e.errno)
+    sys.exit(3)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 3 and "OSError 27" in r.stdout  # EFBIG
+    assert report.read_text() == "previous complete report\n"
