@@ -75,6 +75,9 @@ def convert(model, out_path: str, precision: str, options: dict, calib) -> Conve
     ml = ct.convert(traced, inputs=[inp], outputs=outs, convert_to="mlprogram",
                     compute_precision=compute, minimum_deployment_target=ct.target.iOS16)
     notes = []
+    if options.get("image_input"):
+        notes.append("image input: CoreML's ImageType takes one scale for all channels, 1/(255 x 0.226) "
+                     "(the mean of the ImageNet stds), with per-channel biases; per-channel std differs by up to 1.5%")
     if precision == "int8":
         cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
         ml = cto.linear_quantize_weights(ml, config=cfg)

@@ -155,3 +155,13 @@ def test_onnx2tf_route_offline(tmp_path):
         assert rows[("tflite", prec)]["route"] == "onnx2tf"
     assert rows[("tflite", "fp32")]["fidelity"]["cosine"] >= 0.99999
     assert not list(tmp_path.rglob("*.download*"))
+
+
+def test_coreml_image_input(tmp_path):
+    import coremltools as ct
+
+    opts = ExportOptions(formats=("coreml",), precisions=("fp16",), image_input=True, calib_count=2, fidelity_count=2)
+    r = export_model("vgg-tiny", out_dir=tmp_path, options=opts)["artifacts"][0]
+    assert r["status"] == "ok" and any("ImageType" in n for n in r["notes"])
+    spec = ct.models.MLModel(r["path"], skip_model_load=True).get_spec()
+    assert spec.description.input[0].type.WhichOneof("Type") == "imageType"
