@@ -31,7 +31,9 @@ def probe_host(threads: int, refresh: bool = False) -> dict:
     from onnx import TensorProto, helper, numpy_helper
 
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
-    key = str(threads)
+    from ..report.build import _cpu_model
+
+    key = f"{_cpu_model()}|{os.cpu_count()}|{threads}"  # a probe belongs to one machine
     if key in cache and not refresh:
         return cache[key]
     n = 1024

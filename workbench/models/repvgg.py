@@ -79,7 +79,8 @@ class RepVGGBlock(nn.Module):
         kernel = k3 + F.pad(k1, [1, 1, 1, 1])
         bias = b3 + b1
         if self.rbr_identity is not None:
-            kid = identity_kernel(self.in_channels, self.groups, 3, device=k3.device)
+            conv = self.rbr_dense.conv  # read shapes from the layers: channel pruning changes them
+            kid = identity_kernel(conv.in_channels, conv.groups, 3, device=k3.device)
             ki, bi = fuse_bn_tensor(kid, self.rbr_identity)
             kernel, bias = kernel + ki, bias + bi
         return kernel, bias
@@ -91,8 +92,9 @@ class RepVGGBlock(nn.Module):
         kernel, bias = self.equivalent_kernel_bias()
         conv = self.rbr_dense.conv
         dtype = conv.weight.dtype
-        self.rbr_reparam = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1,
-                                     groups=self.groups, bias=True).to(conv.weight.device)
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.rbr_reparam = nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1,
+                                     groups=conv.groups, bias=True).to(conv.weight.device)
         self.rbr_reparam.weight.data.copy_(kernel.to(dtype))
         self.rbr_reparam.bias.data.copy_(bias.to(dtype))
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
