@@ -25,12 +25,18 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None, num_class
     if weights is None:
         return create_model(name, num_classes=num_classes, input_size=input_size, deploy=bool(deploy))
     sd = to_native_layout(read_state_dict(weights))
+    from .checkpoints import read_metadata
+    from .optimize.prune import PRUNED_MARKER, adapt_to_state_dict
+
+    pruned = read_metadata(weights).get(PRUNED_MARKER) == "1"
     file_classes = infer_num_classes(sd)
     n = num_classes if num_classes is not None else file_classes
     file_deploy = is_deploy_layout(sd)
     # a deploy file can only load into the deploy form; a train file loads as trained and is
     # fused afterwards when ``deploy`` asks for it
     model = create_model(name, num_classes=n, input_size=input_size, deploy=file_deploy)
+    if pruned:  # channel-pruned: take the layer shapes from the file
+        adapt_to_state_dict(model, sd)
     apply_state_dict(model, sd, source=Path(weights).name)
     if deploy and not is_deploy(model):
         model = reparameterize_model(model, inplace=True)
@@ -119,11 +125,15 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    pruned = bool(getattr(model, "workbench_pruned", False))
+    if pruned and p.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"a channel-pruned model is saved as .safetensors (its shapes travel in the metadata); "
+                              f"use {p.with_suffix('.safetensors').name}")
     try:
         if p.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(sd, str(tmp))
+            save_file(sd, str(tmp), metadata={"workbench_pruned": "1"} if pruned else None)
         elif p.suffix.lower() in (".pth", ".pt"):
             torch.save(sd, str(tmp))
         else:

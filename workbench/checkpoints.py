@@ -30,6 +30,20 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "module
 StateDict = "OrderedDict[str, torch.Tensor]"
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The string metadata of a .safetensors file ({} for other formats or unreadable headers)."""
+    p = Path(path)
+    if p.suffix.lower() not in SAFE_SUFFIXES:
+        return {}
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:
+        return {}
+
+
 def read_state_dict(path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
     """Read a weights file into a flat ``{key: tensor}`` dict without running any code."""
     p = Path(path)

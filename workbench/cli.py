@@ -242,6 +242,32 @@ def cmd_devices(args) -> int:
     return 2 if errors else 0
 
 
+def cmd_optimize(args) -> int:
+    from .api import load_model, reparameterize, save_state_dict
+    from .errors import ConfigError
+    from .optimize.prune import prune_channels
+
+    if args.prune is None:
+        raise ConfigError("nothing to do: pass --prune RATIO (quantization-aware training and the other "
+                          "optimization steps are not built yet)")
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, input_size=args.input_size)
+    model, report = prune_channels(model, args.prune, norm=args.norm)
+    check = reparameterize(model)
+    path = save_state_dict(model, args.out)
+    out = {"model": model.workbench_name, "out": str(path), **report,
+           "reparam_after_pruning": {"max_abs_diff": check.report.max_abs_diff, "relative_max_diff": check.report.relative_max_diff,
+                                     "cosine": check.report.cosine}}
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{out['model']}: pruned {args.prune:.0%} of channels ({report['norm']}): params {report['params_before']:,} -> "
+              f"{report['params_after']:,}, MACs {report['macs_before'] / 1e9:.3f}G -> {report['macs_after'] / 1e9:.3f}G "
+              f"(-{report['macs_reduction']:.1%}); re-parameterization after pruning: max abs diff "
+              f"{check.report.max_abs_diff:.2e}, cosine {check.report.cosine:.9f}")
+        print(f"wrote {path} (not fine-tuned: train it with `workbench train {out['model']} --weights {path} ...`)")
+    return 0
+
+
 def cmd_run(args) -> int:
     from rich.console import Console
 
@@ -418,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("devices", help="list the device profiles")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_devices)
+
+    s = sub.add_parser("optimize", help="structured channel pruning (torch-pruning); more steps to come")
+    model_args(s)
+    s.add_argument("--prune", type=float, metavar="RATIO", help="fraction of channels to remove, e.g. 0.3")
+    s.add_argument("--norm", type=int, default=1, choices=[1, 2], help="L1 or L2 magnitude (default 1)")
+    s.add_argument("--out", required=True, metavar="FILE.safetensors")
+    s.set_defaults(func=cmd_optimize)
 
     s = sub.add_parser("run", help="run a sweep file (resumable, cached by content)")
     s.add_argument("sweep", help="SWEEP.toml")

@@ -1,0 +1,1 @@
+"""Optimization: structured channel pruning (more to come: quantization sensitivity, QAT)."""
