@@ -124,3 +124,16 @@ except OSError as e:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 3 and "OSError 27" in r.stdout  # EFBIG
     assert report.read_text() == "previous complete report\n"
+
+
+def test_measurement_process_killed_midway_is_a_clear_error(tmp_path):
+    """The agent is killed at its timeout in the middle of timing: one-line error, nothing half-read."""
+    from workbench.bench.measure import bench_artifact
+    from workbench.bench.runners import Protocol, RunnerError
+    from workbench.export import ExportOptions, export_model
+
+    m = export_model("vgg-tiny", out_dir=tmp_path, options=ExportOptions(formats=("onnx",), precisions=("fp32",),
+                     calib_count=2, fidelity_count=2))
+    with pytest.raises(RunnerError, match="timed out after") as e:
+        bench_artifact(m["artifacts"][0]["path"], "host-1t", Protocol(min_seconds=60, repeats=1, timeout_s=3))
+    assert "\n" not in str(e.value)
