@@ -137,3 +137,34 @@ def test_measurement_process_killed_midway_is_a_clear_error(tmp_path):
     with pytest.raises(RunnerError, match="timed out after") as e:
         bench_artifact(m["artifacts"][0]["path"], "host-1t", Protocol(min_seconds=60, repeats=1, timeout_s=3))
     assert "\n" not in str(e.value)
+
+
+def test_safetensors_with_mismatched_shapes_names_the_tensors(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from workbench.api import load_model
+    from workbench.errors import CheckpointError
+    from workbench.registry import create_model
+
+    sd = {k: v.contiguous() for k, v in create_model("repvgg-tiny").state_dict().items()}
+    sd["stage0.rbr_dense.conv.weight"] = torch.zeros(5, 3, 3, 3)
+    p = tmp_path / "bad.safetensors"
+    save_file(sd, str(p))
+    with pytest.raises(CheckpointError, match=r"mis-shaped 1 \(stage0.rbr_dense.conv.weight: file \[5, 3, 3, 3\]"):
+        load_model("repvgg-tiny", weights=str(p))
+
+
+def test_safetensors_header_claiming_a_huge_tensor_is_refused_without_allocating(tmp_path):
+    import struct
+
+    from workbench.checkpoints import read_state_dict
+    from workbench.errors import CheckpointError
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [200000, 200000], "data_offsets": [0, 160000000000]}}).encode()
+    p = tmp_path / "huge.safetensors"
+    p.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 64)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="not a readable .safetensors"):
+        read_state_dict(p)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB: nothing like 160 GB
