@@ -44,11 +44,6 @@ def provenance(model: nn.Module, fmt: str, precision: str, route: str) -> dict[s
     }
 
 
-def atomic_path(out_path: str | os.PathLike) -> Path:
-    p = Path(out_path)
-    return p.with_name(f".{p.name}.partial")
-
-
 def sha256_path(path: str | os.PathLike) -> str:
     """sha256 of a file, or of a directory's files (relative names and contents, sorted)."""
     p = Path(path)

@@ -39,6 +39,16 @@ def export_fp32(model, path: Path, input_size: int) -> list[str]:
     return notes
 
 
+def ensure_fp32(model, base: Path) -> list[str]:
+    """The fp32 ONNX file every ONNX precision (and the onnx2tf route) starts from, built once."""
+    if base.exists():
+        return []
+    tmp = base.with_name(base.name + ".partial")
+    notes = export_fp32(model, tmp, model.workbench_input_size)
+    os.replace(tmp, base)
+    return notes
+
+
 def _stamp(path: Path, meta: dict) -> None:
     import onnx
 
@@ -62,12 +72,8 @@ class _Reader:
 
 def convert(model, out_path: str, precision: str, options: dict, calib, base_fp32: Path) -> ConvertResult:
     out = Path(out_path)
-    size = model.workbench_input_size
     notes: list[str] = []
-    if not base_fp32.exists():
-        tmp = base_fp32.with_name(base_fp32.name + ".partial")
-        notes += export_fp32(model, tmp, size)
-        os.replace(tmp, base_fp32)
+    notes += ensure_fp32(model, base_fp32)
     if precision == "fp32":
         out.write_bytes(base_fp32.read_bytes())
     elif precision == "fp16":

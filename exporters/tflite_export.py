@@ -27,7 +27,7 @@ def _quiet_tf():
         # can: 0.6 s of every conversion process. Hide it during the import; Keras copes.
         sys.modules["sklearn"] = None  # type: ignore[assignment]
         try:
-            import tensorflow as tf
+            import tensorflow  # noqa: F401
         finally:
             del sys.modules["sklearn"]
     import tensorflow as tf

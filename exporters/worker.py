@@ -73,10 +73,7 @@ def convert(job: dict) -> dict:
                 from . import onnx_export  # imports torch: only on the onnx2tf route
 
                 if not base.exists():
-                    m = model_loader()
-                    tmp = base.with_name(base.name + ".partial")
-                    onnx_export.export_fp32(m, tmp, m.workbench_input_size)
-                    os.replace(tmp, base)
+                    onnx_export.ensure_fp32(model_loader(), base)
 
             # the torch model is loaded only when the shared SavedModel is not built yet
             r = tflite_export.convert(model_loader, str(partial), precision, job["options"], calib, work,
@@ -136,9 +133,9 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # reported to the parent as the row's reason
         result = {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500],
                   "traceback": traceback.format_exc()[-4000:]}
-    tmp = Path(job["result_path"] + ".partial")
-    tmp.write_text(json.dumps(result, default=str))
-    os.replace(tmp, job["result_path"])
+    from workbench.fsutil import atomic_write_json
+
+    atomic_write_json(job["result_path"], result)
     return 0
 
 

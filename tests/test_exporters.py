@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import numpy as np
 import pytest
 
 from exporters.base import CAPABILITIES, supports

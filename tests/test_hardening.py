@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -114,9 +111,9 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 from pathlib import Path
-from workbench.report.render import _atomic
+from workbench.fsutil import atomic_write_text
 try:
-    _atomic(Path({str(report)!r}), "x" * 100000)
+    atomic_write_text(Path({str(report)!r}), "x" * 100000)
 except OSError as e:
     print("OSError", e.errno)
     sys.exit(3)
@@ -124,6 +121,7 @@ except OSError as e:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 3 and "OSError 27" in r.stdout  # EFBIG
     assert report.read_text() == "previous complete report\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # no temporary file left behind
 
 
 def test_measurement_process_killed_midway_is_a_clear_error(tmp_path):

@@ -7,7 +7,6 @@ import torch
 from workbench.api import model_summary
 from workbench.errors import ModelConfigError, UnknownModelError
 from workbench.registry import create_model, get_spec, list_models, register_model
-from workbench.stats import count_params
 
 # shared/REFERENCE.md section 1: (train 1000, deploy 1000, train 10, deploy 10)
 REPVGG_PARAMS = {

@@ -27,8 +27,6 @@ TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt", ".tar"}
 SAFE_SUFFIXES = {".safetensors"}
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "module")
 
-StateDict = "OrderedDict[str, torch.Tensor]"
-
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The string metadata of a .safetensors file ({} for other formats or unreadable headers)."""

@@ -8,7 +8,6 @@ computed here; estimates say so.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -79,8 +78,9 @@ def run_demo(out: Path, model: str = DEMO_MODEL) -> dict:
         for dev in PHONES:
             try:
                 lat[key][dev] = estimate_artifact(a["path"], dev).to_dict()
-            except Exception as e:  # a profile without figures for this precision
-                lat[key][dev] = {"status": "no estimate", "reason": str(e)}
+            except Exception as e:  # a profile without figures for this precision: recorded as such
+                lat[key][dev] = {"device": dev, "runner": "estimate", "estimated": True, "status": "failed",
+                                 "reason": f"no estimate: {e}", "p50_ms": None}
 
     acc = {(r.get("format"), r.get("precision")): r for r in evals if "format" in r}
     t = Table(title=f"{model} ({DEMO_SIZE}px, trained here) - measured on this host; phone columns are roofline ESTIMATES")
@@ -114,7 +114,7 @@ def run_demo(out: Path, model: str = DEMO_MODEL) -> dict:
     add_accuracy(run, model, evals)
     for (fmt_, prec), per_dev in lat.items():
         for dev, st in per_dev.items():
-            if st and st.get("p50_ms") is not None or (st and st.get("status") not in (None, "not measured")):
+            if st and st["status"] != "not measured":  # skip formats a device does not run
                 add_latency(run, model, fmt_, prec, st)
     run["finished"] = now()
     run_path = write_run(run, out)
@@ -123,10 +123,10 @@ def run_demo(out: Path, model: str = DEMO_MODEL) -> dict:
               "reparam": r.to_dict(), "manifest": str(export_dir / "manifest.json"), "rows": rows,
               "evaluations": evals, "latency": {f"{k[0]}-{k[1]}": v for k, v in lat.items()},
               "seconds": round(time.perf_counter() - t_all, 1)}
-    path = out / "demo.json"
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, path)
-    console.print(f"demo finished in {result['seconds']:.0f} s; run record {run_path}; manifest {export_dir / 'manifest.json'}")
+    from .fsutil import atomic_write_json
+
+    path = atomic_write_json(out / "demo.json", result)
+    console.print(f"demo finished in {result['seconds']:.0f} s; run record {run_path}; summary {path}; "
+                  f"manifest {export_dir / 'manifest.json'}")
     console.print(f"report: {Path(reports['html']).resolve()}")
     return result

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .fsutil import atomic_write_json as _atomic_json
 
 TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "onnx2tf",
                       "tensorflow", "ai-edge-litert", "coremltools")
@@ -73,12 +73,6 @@ class ExportOptions:
 
 
 ProgressFn = Callable[[str, dict], None]
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _sha256_file(path: str | os.PathLike) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ConfigError, did_you_mean
+from .fsutil import atomic_write_json as _atomic_json
 
 TOP_KEYS = {"name", "formats", "precisions", "devices", "reparam", "data", "latency", "models", "export"}
 MODEL_KEYS = {"name", "weights", "num_classes", "input_size"}
@@ -115,13 +116,6 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
 def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def export_key(m: dict, reparam: bool, sweep: Sweep) -> str:

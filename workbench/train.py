@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -202,7 +201,7 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
                "class_names": ds.class_names, "epochs": config.epochs, "history": history,
                "weights": str(out), "checkpoint": str(ckpt_path), "eval": ev,
                "config": config.__dict__, "preprocess": pre.to_dict()}
-    tmp = out.with_name(out.name + ".json.partial")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, out.with_name(out.name + ".json"))
+    from .fsutil import atomic_write_json
+
+    atomic_write_json(out.with_name(out.name + ".json"), summary)
     return summary

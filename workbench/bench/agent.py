@@ -115,14 +115,6 @@ def _torch(path, threads, nchw):
 RUNTIMES = {".tflite": _litert, ".onnx": _onnx, ".torchjob": _torch}
 
 
-def _percentile(sorted_vals, q):
-    if not sorted_vals:
-        return None
-    k = (len(sorted_vals) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
-
-
 def measure(job):
     path, threads = job["path"], int(job.get("threads", 1))
     cpus = _pin(threads)

@@ -69,11 +69,10 @@ def probe_host(threads: int, refresh: bool = False) -> dict:
            "bandwidth_probe": "256 MB tensor copy (read + write, best of 5)",
            "int8_basis": ("4x fp32: the CPU has VNNI (4 int8 MACs per 32-bit lane)" if vnni else
                           "2x fp32: no VNNI on this CPU")}
+    from ..fsutil import atomic_write_json
+
     cache[key] = out
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE.with_name(CACHE.name + ".partial")
-    tmp.write_text(json.dumps(cache, indent=2))
-    os.replace(tmp, CACHE)
+    atomic_write_json(CACHE, cache)
     return out
 
 

@@ -96,7 +96,7 @@ def parse_profile(path: Path) -> DeviceProfile:
         if v != "probe" and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise _err(path, f"compute.{k}", f"is {v!r}; allowed: a positive number or \"probe\"")
         if v != "probe" and k not in doc.get("sources", {}):
-            raise _err(path, f"sources.{k}", f"is missing: every figure in [compute] needs a source")
+            raise _err(path, f"sources.{k}", "is missing: every figure in [compute] needs a source")
     return DeviceProfile(name=doc["name"], description=doc.get("description", ""), runner=doc["runner"],
                          threads=th, runtimes=tuple(doc.get("runtimes", [])), delegates=tuple(doc.get("delegates", [])),
                          connection=conn, compute=comp, sources=doc.get("sources", {}), notes=doc.get("notes", ""),

@@ -103,10 +103,7 @@ def validate_run(run: dict) -> None:
 
 
 def write_run(run: dict, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from ..fsutil import atomic_write_json
+
     validate_run(run)
-    path = out_dir / "run.json"
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(run, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(Path(out_dir) / "run.json", run)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import html
 import io
-import os
 from pathlib import Path
+
+from ..fsutil import atomic_write_text
 
 CSV_FIELDS = ["model", "reparam", "format", "precision", "device", "runner", "status", "reason", "estimated",
               "p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs", "threads",
@@ -61,14 +62,7 @@ def write_csv(run: dict, path: Path) -> None:
     w.writeheader()
     for r in cells(run):
         w.writerow(r)
-    _atomic(path, buf.getvalue())
-
-
-def _atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(v, p: int = 3) -> str:
@@ -286,13 +280,13 @@ def write_reports(run: dict, out_dir: Path, formats: tuple[str, ...] = ("html", 
         write_csv(run, out_dir / "results.csv")
         written["csv"] = str(out_dir / "results.csv")
     if "md" in formats:
-        _atomic(out_dir / "report.md", markdown(run))
+        atomic_write_text(out_dir / "report.md", markdown(run))
         written["md"] = str(out_dir / "report.md")
     if "html" in formats:
-        _atomic(out_dir / "report.html", html_report(run))
+        atomic_write_text(out_dir / "report.html", html_report(run))
         written["html"] = str(out_dir / "report.html")
     if "devices" in formats:
         for dev in devices(run):
-            _atomic(out_dir / "devices" / f"{dev}.md", device_markdown(run, dev))
+            atomic_write_text(out_dir / "devices" / f"{dev}.md", device_markdown(run, dev))
         written["devices"] = str(out_dir / "devices")
     return written
