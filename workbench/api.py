@@ -143,3 +143,26 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return p
+
+
+def block_structure(model: nn.Module, limit: int | None = None) -> list[dict]:
+    """The branch structure of each re-parameterizable block (RepVGG family) or conv+BN pair: what
+    the dashboard and ``workbench reparam`` show before and after fusion."""
+    rows = []
+    for name, m in model.named_modules():
+        if hasattr(m, "rbr_reparam"):
+            c = m.rbr_reparam
+            rows.append({"block": name, "branches": f"conv{c.kernel_size[0]}x{c.kernel_size[1]}+bias",
+                         "channels": f"{c.in_channels}->{c.out_channels}", "groups": c.groups})
+        elif hasattr(m, "rbr_dense"):
+            conv = m.rbr_dense.conv
+            parts = [f"conv{conv.kernel_size[0]}x{conv.kernel_size[1]}+BN"]
+            if getattr(m, "rbr_1x1", None) is not None:
+                parts.append("conv1x1+BN")
+            if getattr(m, "rbr_identity", None) is not None:
+                parts.append("identity BN")
+            rows.append({"block": name, "branches": " | ".join(parts),
+                         "channels": f"{conv.in_channels}->{conv.out_channels}", "groups": conv.groups})
+        if limit and len(rows) >= limit:
+            break
+    return rows

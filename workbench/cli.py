@@ -278,6 +278,8 @@ def cmd_run(args) -> int:
     def progress(event: str, info: dict) -> None:
         if event == "export":
             console.print(f"export {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts")
+        elif event == "export-step":
+            console.print(f"  exporting {info['format']} {info['precision']} ({info['index'] + 1}/{info['total']})")
         elif event == "cached":
             console.print(f"cached {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts reused")
         elif event == "cell":
@@ -344,11 +346,39 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_app(args) -> int:
-    from .errors import WorkbenchError
+def app_command(args) -> tuple[list[str], dict]:
+    """The streamlit command line and environment ``workbench app`` runs (tested without starting it)."""
+    import os
+    import sys
+    from pathlib import Path
 
-    raise WorkbenchError("the Streamlit dashboard is not built yet (tracked as the dashboard issue); "
-                         "use the CLI: workbench export / eval / bench")
+    from .errors import ConfigError
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a TCP port; use 1-65535")
+    if args.max_upload_mb <= 0:
+        raise ConfigError("--max-upload-mb must be positive")
+    main = Path(__file__).resolve().parent / "app" / "main.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(main), "--server.address", args.address,
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.maxUploadSize", str(int(args.max_upload_mb)), "--server.fileWatcherType", "none",
+           "--global.developmentMode", "false", "--client.toolbarMode", "minimal"]
+    env = {**os.environ, "WORKBENCH_DATA": str(Path(args.data_dir).resolve()),
+           "WORKBENCH_MAX_UPLOAD_MB": str(args.max_upload_mb)}
+    return cmd, env
+
+
+def cmd_app(args) -> int:
+    import os
+
+    cmd, env = app_command(args)
+    if args.address not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.address}: anyone who can reach this machine can use the dashboard "
+              "and read its runs", file=sys.stderr)
+    print(f"Edge Workbench dashboard on http://{args.address}:{args.port} (data: {env['WORKBENCH_DATA']}); Ctrl+C stops it",
+          file=sys.stderr)
+    os.execve(cmd[0], cmd, env)
+    return 0  # not reached
 
 
 def cmd_demo(args) -> int:
@@ -473,9 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_compare)
 
-    s = sub.add_parser("app", help="start the dashboard (not built yet)")
-    s.add_argument("--address", default="127.0.0.1")
+    s = sub.add_parser("app", help="start the Streamlit dashboard (on 127.0.0.1 unless --address says otherwise)")
+    s.add_argument("--address", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--data-dir", default="reports", metavar="DIR", help="where runs are written and read (default reports/)")
+    s.add_argument("--max-upload-mb", type=float, default=600, help="largest weights upload accepted (default 600 MB)")
     s.set_defaults(func=cmd_app)
 
     s = sub.add_parser("demo", help="run the main job on the embedded default")

@@ -149,8 +149,13 @@ def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dic
                              fidelity_count=sweep.export.get("fidelity_count", 16), reparam=reparam,
                              route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900))
         say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
+        def fwd(event: str, info: dict) -> None:  # per-artifact progress for the CLI and the dashboard
+            if event == "start":
+                say("export-step", {"model": m["name"], "reparam": reparam, "format": info["format"],
+                                    "precision": info["precision"], "index": info["index"], "total": info["total"]})
+
         new = export_model(m["name"], out_dir=part, weights=m.get("weights"), num_classes=m.get("num_classes"),
-                           input_size=m.get("input_size"), options=opts)
+                           input_size=m.get("input_size"), options=opts, progress=fwd)
         new["export_dir"] = str(part)
         if merged is None:
             merged = {**new, "artifacts": []}
@@ -377,3 +382,34 @@ def _run_locked(sweep: Sweep, out: Path, resume: bool, cache, say, executor, add
     reports = write_reports(run, out)
     say("done", {"out": str(out), **stats})
     return {"run": run, "out": str(out), "reports": reports, "stats": stats}
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise ConfigError(f"cannot write {type(v).__name__} into a sweep file")
+
+
+def sweep_to_toml(doc: dict) -> str:
+    """A sweep document (the dict ``load_sweep`` reads) as TOML text: what the dashboard writes, so a
+    run started there can be re-run headless with ``workbench run``."""
+    _check_keys("sweep", doc, TOP_KEYS)
+    lines = ["# written by the Edge Workbench dashboard; run it headless with: workbench run sweep.toml"]
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    for k, v in doc.items():
+        if k != "models" and not isinstance(v, dict):
+            lines.append(f"{k} = {_toml_value(v)}")
+    for k, v in tables.items():
+        lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    for m in doc.get("models", []):
+        lines += ["", "[[models]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in m.items() if vv is not None]
+    return "\n".join(lines) + "\n"
+

@@ -105,7 +105,9 @@ def parse_profile(path: Path) -> DeviceProfile:
 
 def load_profiles(directory: Path | None = None) -> tuple[dict[str, DeviceProfile], dict[str, str]]:
     """(profiles by name, errors by file name): one bad file does not hide the others."""
-    d = directory or PROFILE_DIR
+    import os
+
+    d = directory or Path(os.environ.get("WORKBENCH_PROFILES") or PROFILE_DIR)
     profiles, errors = {}, {}
     for p in sorted(d.glob("*.toml")):
         try:

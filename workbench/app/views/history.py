@@ -1,0 +1,50 @@
+"""History: earlier runs under the data root; open one, compare two."""
+import streamlit as st
+
+from workbench.app import common, widgets
+from workbench.errors import WorkbenchError
+
+st.title("History")
+from workbench.jobs import list_runs  # noqa: E402
+
+runs = list_runs(common.data_root())
+if not runs:
+    st.info(f"No runs under {common.data_root()} yet.")
+    st.stop()
+st.dataframe([{k: r[k] for k in ("name", "state", "started", "models", "artifacts", "latency_rows")} for r in runs],
+             hide_index=True, width="stretch")
+names = [r["name"] for r in runs]
+c1, c2 = st.columns([3, 1])
+open_name = c1.selectbox("Open a run", names, key="hist-open")
+if c2.button("Open", key="hist-open-btn"):
+    st.query_params["run"] = open_name
+    st.switch_page("views/results.py")
+
+st.subheader("Compare two runs")
+done = [r["name"] for r in runs if r["state"] == "done"]
+if len(done) < 2:
+    st.info("Comparing needs two finished runs.")
+    st.stop()
+c1, c2 = st.columns(2)
+a = c1.selectbox("Run A (before)", done, index=1, key="hist-a")
+b = c2.selectbox("Run B (after)", done, index=0, key="hist-b")
+if st.button("Compare", type="primary", key="hist-cmp"):
+    try:
+        from workbench.report.compare import compare_runs
+
+        res = compare_runs(str(common.run_dir_by_name(a)), str(common.run_dir_by_name(b)))
+    except (WorkbenchError, OSError, ValueError, KeyError) as e:
+        widgets.show_error(e)
+        st.stop()
+    changed = [r for r in res["latency"] if r["changed"]]
+    st.write(f"{len(res['latency'])} latency rows in both runs, {len(changed)} changed beyond the repeat spread; "
+             f"{sum(r['changed'] for r in res['accuracy'])} of {len(res['accuracy'])} accuracy rows changed beyond "
+             "their 95% intervals.")
+    if res["latency"]:
+        st.markdown("**Latency (p50)**")
+        st.dataframe(res["latency"], hide_index=True, width="stretch")
+    if res["accuracy"]:
+        st.markdown("**Accuracy**")
+        st.dataframe(res["accuracy"], hide_index=True, width="stretch")
+    if res["only_in_a"] or res["only_in_b"]:
+        st.caption(f"only in A: {len(res['only_in_a'])} rows; only in B: {len(res['only_in_b'])} rows")

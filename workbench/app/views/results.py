@@ -1,0 +1,144 @@
+"""Results of one run: sortable tables, interactive charts, fidelity and GPU-delegate readiness per
+artifact, failures with reasons, downloads."""
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import streamlit as st
+
+from workbench.app import common, widgets
+from workbench.errors import WorkbenchError
+
+st.title("Results")
+run_dir = widgets.run_picker("Run", "res-run", default=st.query_params.get("run"))
+if run_dir is None:
+    st.stop()
+st.query_params["run"] = run_dir.name
+run_path = run_dir / "run.json"
+if not run_path.exists():
+    from workbench.jobs import status
+
+    s = status(run_dir)
+    st.info(f"{run_dir.name} has no results yet (state: {s.get('state', 'unknown')}). "
+            + ("Its progress is on the Run page." if s.get("state") in ("queued", "running") else s.get("error", "")))
+    st.stop()
+try:
+    run = json.loads(run_path.read_text())
+    from workbench.report.build import validate_run
+
+    validate_run(run)
+except Exception as e:  # a damaged run.json is shown, not a traceback
+    st.error(f"{run_path} is not a valid run.json ({str(e).splitlines()[0][:200]}); re-run `workbench report` or the sweep")
+    st.stop()
+
+import altair as alt  # noqa: E402  (heavy: only this page needs it)
+import pandas as pd  # noqa: E402
+
+from workbench.report.render import cells, pareto  # noqa: E402
+
+rows = pd.DataFrame(cells(run))
+c = st.columns(4)
+c[0].metric("Artifacts", len(run["artifacts"]))
+c[1].metric("Latency rows", len(run["latency"]))
+c[2].metric("Accuracy rows", len(run["accuracy"]))
+c[3].metric("Failures", len(run["failures"]))
+st.caption(f"{run['name']} · started {run['created']} · finished {run.get('finished') or 'not yet'} · "
+           f"host {(run['provenance'].get('host') or {}).get('cpu_model', '')}")
+
+tab_table, tab_charts, tab_fid, tab_fail, tab_dl = st.tabs(["Table", "Charts", "Fidelity & GPU delegate", "Failures",
+                                                             "Downloads"])
+with tab_table:
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
+                                "top1": st.column_config.NumberColumn("top-1", format="%.3f"),
+                                "estimated": st.column_config.CheckboxColumn("estimate")})
+    st.caption("Click a column header to sort. Rows marked 'estimate' are roofline estimates from the device "
+               "profile's figures, not measurements.")
+
+with tab_charts:
+    lat = rows[rows["p50_ms"].notna()].copy()
+    if lat.empty:
+        st.info("No latency rows in this run.")
+    else:
+        lat["artifact"] = lat["model"] + " " + lat["format"] + " " + lat["precision"] + \
+            lat["reparam"].map({True: "", False: " (train-time)"})
+        lat["kind"] = lat["estimated"].map({True: "estimate", False: "measured"})
+        st.markdown("**Latency per device (p50)**")
+        st.altair_chart(alt.Chart(lat).mark_bar().encode(
+            x=alt.X("p50_ms:Q", title="p50 latency (ms)"), y=alt.Y("artifact:N", title=None, axis=alt.Axis(labelLimit=400)),
+            color="kind:N", row=alt.Row("device:N", title=None),
+            tooltip=["artifact", "device", "p50_ms", "p90_ms", "runs", "kind"]), width="stretch")
+        acc = lat[lat["top1"].notna()]
+        if not acc.empty:
+            st.markdown("**Accuracy vs latency** (line: Pareto front per device)")
+            front = []
+            for dev, g in acc.groupby("device"):
+                keep = set(pareto([(r.p50_ms, r.top1, i) for i, r in g.iterrows()]))
+                front.append(g[g.index.isin(keep)].sort_values("p50_ms"))
+            pts = alt.Chart(acc).mark_point(filled=True, size=80).encode(
+                x=alt.X("p50_ms:Q", title="p50 latency (ms)"), y=alt.Y("top1:Q", title="top-1", scale=alt.Scale(zero=False)),
+                color="device:N", shape="kind:N", tooltip=["artifact", "device", "p50_ms", "top1"])
+            line = alt.Chart(pd.concat(front)).mark_line().encode(x="p50_ms:Q", y="top1:Q", color="device:N")
+            st.altair_chart(pts + line, width="stretch")
+        if set(lat["reparam"]) == {True, False}:
+            st.markdown("**Train-time vs deploy** (same artifact, same device)")
+            st.altair_chart(alt.Chart(lat).mark_bar().encode(
+                x=alt.X("p50_ms:Q", title="p50 latency (ms)"),
+                y=alt.Y("reparam:N", title=None, axis=alt.Axis(labelExpr="datum.value ? 'deploy' : 'train-time'")),
+                color="reparam:N", row=alt.Row("device:N"), column=alt.Column("format:N"),
+                tooltip=["artifact", "device", "p50_ms"]))
+    arts = pd.DataFrame([a for a in run["artifacts"] if a.get("size_bytes")])
+    if not arts.empty:
+        arts["size_mb"] = arts["size_bytes"] / 2**20
+        arts["artifact"] = arts["model"] + " " + arts["format"] + " " + arts["precision"]
+        st.markdown("**File size**")
+        st.altair_chart(alt.Chart(arts).mark_bar().encode(
+            x=alt.X("size_mb:Q", title="MB"), y=alt.Y("artifact:N", title=None, axis=alt.Axis(labelLimit=400)), color="format:N",
+            tooltip=["artifact", "size_mb"]), width="stretch")
+
+with tab_fid:
+    fid = []
+    for a in run["artifacts"]:
+        f = a.get("fidelity") or {}
+        g = a.get("gpu_delegate") or {}
+        fid.append({"model": a["model"], "deploy": a["reparam"], "format": a["format"], "precision": a["precision"],
+                    "status": a["status"], "route": a.get("route"), "max |diff|": f.get("max_abs_diff"),
+                    "cosine": f.get("cosine"), "PSNR (dB)": f.get("psnr_db"), "top-1 agreement": f.get("agreement"),
+                    "gate": (a.get("gate") or {}).get("reason"),
+                    "GPU: fully delegated": g.get("fully_delegated"),
+                    "GPU ops delegated": f"{g.get('delegated_ops')}/{g.get('total_ops')}" if g else None,
+                    "GPU fallbacks": ", ".join(f"{k} x{v}" for k, v in (g.get("fallback_by_op") or {}).items()) if g else None,
+                    "reason": a.get("reason")})
+    st.dataframe(fid, hide_index=True, width="stretch")
+
+with tab_fail:
+    if run["failures"]:
+        st.dataframe(run["failures"], hide_index=True, width="stretch")
+    else:
+        st.success("No failures in this run.")
+
+with tab_dl:
+    for fname, mime in (("run.json", "application/json"), ("results.csv", "text/csv"), ("report.html", "text/html"),
+                        ("report.md", "text/markdown")):
+        p = run_dir / fname
+        if p.exists():
+            st.download_button(f"Download {fname}", p.read_bytes(), file_name=f"{run_dir.name}-{fname}", mime=mime,
+                               key=f"dl-{fname}")
+    ok = [a for a in run["artifacts"] if a["status"] == "ok" and a.get("path") and Path(a["path"]).exists()]
+    if ok:
+        label = {i: f"{a['model']} {a['format']} {a['precision']}{'' if a['reparam'] else ' (train-time)'} "
+                    f"({(a.get('size_bytes') or 0) / 2**20:.1f} MB)" for i, a in enumerate(ok)}
+        i = st.selectbox("Artifact", list(label), format_func=label.get, key="dl-art")
+        p = Path(ok[i]["path"])
+        if (ok[i].get("size_bytes") or 0) > common.max_upload_bytes():
+            st.info(f"{p.name} is large; copy it from {p}")
+        elif p.is_dir():  # .mlpackage is a folder: zip it in memory
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in p.rglob("*"):
+                    if f.is_file():
+                        z.write(f, Path(p.name) / f.relative_to(p))
+            st.download_button(f"Download {p.name}.zip", buf.getvalue(), file_name=f"{p.name}.zip", key="dl-art-btn")
+        else:
+            st.download_button(f"Download {p.name}", p.read_bytes(), file_name=p.name, key="dl-art-btn")
