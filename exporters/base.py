@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "pal4", "pal6", "pal8")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int16x8", "pal4", "pal6", "pal8")
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,13 @@ CAPABILITIES: dict[str, Capability] = {
          "int8-dynamic": "dynamic quantization of MatMul/Gemm only (ConvInteger does not load in ORT CPU)",
          "fp16": "weights and activations fp16, fp32 inputs/outputs"}),
     "tflite": Capability(
-        "tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8"),
+        "tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8", "int16x8"),
         ("nchw", "int8_io", "route"),
         "LiteRT / TFLite interpreter (CPU XNNPACK here; GPU delegate, NNAPI on phones)", True,
         {"fp16": "fp16 weights, the GPU delegate's native precision (CPU dequantizes)",
          "int8-dynamic": "dynamic-range: int8 weights, float activations",
-         "int8": "full integer with calibration; float I/O unless int8_io"}),
+         "int8": "full integer with calibration; float I/O unless int8_io",
+         "int16x8": "16-bit activations, 8-bit weights (accurate; no XNNPACK/GPU kernels: slow on CPU)"}),
     "coreml": Capability(
         "coreml", ".mlpackage", ("fp32", "fp16", "int8", "pal4", "pal6", "pal8"),
         ("image_input",),

@@ -85,12 +85,24 @@ def convert(model, out_path: str, precision: str, options: dict, calib, base_fp3
     elif precision == "int8":
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+        from workbench.optimize.quant import onnx_nodes_for
+
         if calib is None or len(calib) == 0:
             raise ValueError("int8 needs calibration data")
+        q = options.get("quant") or {}
+        per_channel = bool(q.get("per_channel", True))
+        method = q.get("calib_method", "minmax")
+        cm = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[method]
+        exclude = onnx_nodes_for(q.get("keep_float", []), base_fp32) if q.get("keep_float") else []
+        extra_opts = {"CalibPercentile": 99.99} if method == "percentile" else {}
         quantize_static(str(base_fp32), str(out), _Reader(calib), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-        notes.append(f"static QDQ, per-channel int8 weights, MinMax calibration on {len(calib)} images")
+                        per_channel=per_channel, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=cm, nodes_to_exclude=exclude,
+                        extra_options=extra_opts)
+        notes.append(f"static QDQ, {'per-channel' if per_channel else 'per-tensor'} int8 weights, {method} "
+                     f"calibration on {len(calib)} images"
+                     + (f"; kept in float: {', '.join(q['keep_float'])} ({len(exclude)} nodes)" if exclude else ""))
     elif precision == "int8-dynamic":
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic

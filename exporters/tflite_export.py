@@ -1,4 +1,4 @@
-"""TFLite: fp32, fp16, int8-dynamic (dynamic range) and int8 (full integer).
+"""TFLite: fp32, fp16, int8-dynamic (dynamic range), int8 (full integer) and int16x8 (16-bit activations).
 
 Routes, recorded per file:
 - ``tf-direct`` (default): the deploy graph is built in TensorFlow straight from the torch
@@ -74,7 +74,8 @@ def _variables_bytes(saved_dir: Path) -> int:
     return sum(f.stat().st_size for f in (saved_dir / "variables").glob("*") if f.is_file())
 
 
-def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw: bool, int8_io: bool) -> list[str]:
+def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw: bool, int8_io: bool,
+                        quant: dict | None = None) -> list[str]:
     tf = _quiet_tf()
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
     notes: list[str] = []
@@ -98,14 +99,37 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
             conv.inference_output_type = tf.int8
         notes.append(f"full integer, calibrated on {len(calib)} images, "
                      f"{'int8' if int8_io else 'float32'} input/output")
+        _quant_options(conv, quant or {}, notes)
+    elif precision == "int16x8":
+        if calib is None or len(calib) == 0:
+            raise ValueError("int16x8 needs calibration data")
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = _representative(calib, nchw)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        notes.append(f"16-bit activations, 8-bit weights, calibrated on {len(calib)} images; accurate, but "
+                     "XNNPACK and the GPU delegate have no int16 kernels: expect reference-kernel speed on CPU")
+        _quant_options(conv, quant or {}, notes)
     elif precision != "fp32":
         raise SkipCombination(f"tflite has no {precision} variant")
     out.write_bytes(conv.convert())
     return notes
 
 
+def _quant_options(conv, quant: dict, notes: list[str]) -> None:
+    if quant.get("per_channel") is False:
+        conv._experimental_disable_per_channel = True
+        notes.append("per-tensor weight scales")
+    if quant.get("calib_method", "minmax") != "minmax":
+        notes.append(f"calib_method {quant['calib_method']} applies to ONNX; the TFLite converter calibrates min/max")
+    if quant.get("keep_float"):
+        notes.append("keep_float applies to ONNX QDQ; this TFLite file quantizes every layer "
+                     "(use int16x8 or fp16 for a more accurate TFLite file)")
+
+
 def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: bool, work: Path) -> list[str]:
     """onnx2tf route, offline-safe; one run per precision (INT8 runs corrupt ceil-mode pools)."""
+    if precision == "int16x8":
+        raise SkipCombination("int16x8 is made by the tf-direct route only (onnx2tf writes no 16x8 file)")
     import onnx2tf
 
     run_dir = work / f"onnx2tf-{precision}"
@@ -163,7 +187,7 @@ def convert(model_loader, out_path: str, precision: str, options: dict, calib, w
         try:
             if not saved.exists():
                 extra["graph_ops"] = build_saved_model(model_loader(), saved, nchw)
-            notes += convert_saved_model(saved, out, precision, calib, nchw, int8_io)
+            notes += convert_saved_model(saved, out, precision, calib, nchw, int8_io, options.get("quant"))
             return ConvertResult(route="tf-direct", notes=notes, extra=extra)
         except SkipCombination:
             raise

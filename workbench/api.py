@@ -157,11 +157,13 @@ def block_structure(model: nn.Module, limit: int | None = None) -> list[dict]:
         elif hasattr(m, "rbr_dense"):
             conv = m.rbr_dense.conv
             parts = [f"conv{conv.kernel_size[0]}x{conv.kernel_size[1]}+BN"]
-            if getattr(m, "rbr_1x1", None) is not None:
-                parts.append("conv1x1+BN")
-            if getattr(m, "rbr_identity", None) is not None:
-                parts.append("identity BN")
-            rows.append({"block": name, "branches": " | ".join(parts),
+            one, ident = getattr(m, "rbr_1x1", None), getattr(m, "rbr_identity", None)
+            if one is not None:
+                parts.append("conv1x1" if isinstance(one, nn.Conv2d) else "conv1x1+BN")
+            if ident is not None:
+                parts.append("identity" if isinstance(ident, nn.Identity) else "identity BN")
+            post = " -> post-BN" if isinstance(getattr(m, "bn", None), nn.BatchNorm2d) else ""
+            rows.append({"block": name, "branches": " | ".join(parts) + post,
                          "channels": f"{conv.in_channels}->{conv.out_channels}", "groups": conv.groups})
         if limit and len(rows) >= limit:
             break

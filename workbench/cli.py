@@ -243,28 +243,118 @@ def cmd_devices(args) -> int:
 
 
 def cmd_optimize(args) -> int:
-    from .api import load_model, reparameterize, save_state_dict
-    from .errors import ConfigError
-    from .optimize.prune import prune_channels
+    from pathlib import Path
 
-    if args.prune is None:
-        raise ConfigError("nothing to do: pass --prune RATIO (quantization-aware training and the other "
-                          "optimization steps are not built yet)")
-    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, input_size=args.input_size)
-    model, report = prune_channels(model, args.prune, norm=args.norm)
-    check = reparameterize(model)
-    path = save_state_dict(model, args.out)
-    out = {"model": model.workbench_name, "out": str(path), **report,
-           "reparam_after_pruning": {"max_abs_diff": check.report.max_abs_diff, "relative_max_diff": check.report.relative_max_diff,
-                                     "cosine": check.report.cosine}}
+    from .errors import ConfigError
+
+    def say(msg: str) -> None:
+        print(f"... {msg}", file=sys.stderr, flush=True)
+
+    if args.sensitivity:
+        return _optimize_sensitivity(args)
+    if args.quant_study:
+        from .optimize.study import quant_study
+
+        if not args.weights:
+            raise ConfigError("--quant-study needs --weights of a trained model (INT8 loss of random weights is noise)")
+        st = quant_study(args.model, args.weights, args.quant_study, data=args.data or "builtin", input_size=args.input_size,
+                         keep_worst=args.keep_worst, qat_epochs=args.qat if args.qat is not None else 2,
+                         qa_model=args.qa_model, qa_weights=args.qa_weights, qa_epochs=args.qa_epochs, eval_limit=args.eval_limit,
+                         say=say)
+        if args.json:
+            _print_json({k: v for k, v in st.items() if k != "sensitivity"})
+        else:
+            print(Path(args.quant_study, "study.md").read_text())
+        return 0
+    steps = {k: v for k, v in {"prune": args.prune, "norm": args.norm if args.prune else None,
+                               "prune_stages": _stage_ratios(args.prune_stages), "finetune_epochs": args.finetune,
+                               "sparsity": args.sparsity, "qat_epochs": args.qat, "data": args.data, "lr": args.lr}.items()
+             if v not in (None, {}, 0)}
+    if not args.out:
+        raise ConfigError("--out FILE.safetensors is required for --prune / --sparsity / --qat")
+    from .optimize.pipeline import compare_before_after, optimize_model
+
+    rep = optimize_model(args.model, steps, out=args.out, weights=args.weights, num_classes=args.num_classes,
+                         input_size=args.input_size, say=say)
+    if args.measure:
+        rep["measured"] = compare_before_after(args.model, rep, data=args.data or "builtin", device=args.device,
+                                               eval_limit=args.eval_limit, say=say)
+        from .fsutil import atomic_write_json
+
+        atomic_write_json(Path(rep["out"] + ".json"), rep)
     if args.json:
-        _print_json(out)
-    else:
-        print(f"{out['model']}: pruned {args.prune:.0%} of channels ({report['norm']}): params {report['params_before']:,} -> "
-              f"{report['params_after']:,}, MACs {report['macs_before'] / 1e9:.3f}G -> {report['macs_after'] / 1e9:.3f}G "
-              f"(-{report['macs_reduction']:.1%}); re-parameterization after pruning: max abs diff "
-              f"{check.report.max_abs_diff:.2e}, cosine {check.report.cosine:.9f}")
-        print(f"wrote {path} (not fine-tuned: train it with `workbench train {out['model']} --weights {path} ...`)")
+        _print_json(rep)
+        return 0
+    b, a = rep["before"], rep["after"]
+    print(f"{args.model}: {', '.join(f'{k}={v}' for k, v in steps.items())}")
+    print(f"  params {b['params']:,} -> {a['params']:,} (-{rep['params_reduction']:.1%}); MACs {b['macs'] / 1e9:.4f}G -> "
+          f"{a['macs'] / 1e9:.4f}G (-{rep['macs_reduction']:.1%})")
+    print(f"  weights file {b['file_bytes'] / 2**20:.2f} -> {a['file_bytes'] / 2**20:.2f} MB; gzip "
+          f"{b['file_gzip_bytes'] / 2**20:.2f} -> {a['file_gzip_bytes'] / 2**20:.2f} MB")
+    if "prune" in rep:
+        r = rep["prune"]["reparam_after_pruning"]
+        print(f"  re-parameterization after pruning: relative max diff {r['relative_max_diff']:.2e}, cosine {r['cosine']:.9f}")
+    if "finetune" in rep:
+        pre = rep["prune"].get("eval_top1_before_finetune")
+        print(f"  fine-tuned {rep['finetune']['epochs']} epochs: eval top-1 "
+              + (f"{pre:.3f} right after pruning -> " if pre is not None else "") + f"{rep['finetune']['eval_top1']:.3f}")
+    if "qat" in rep:
+        h = rep["qat"]["history"][-1]
+        print(f"  QAT {rep['qat']['epochs']} epochs: train top-1 under fake quantization {h['train_top1_fakequant']:.3f}")
+    if rep.get("note"):
+        print(f"  note: {rep['note']}")
+    m = rep.get("measured")
+    if m:
+        for which in ("before", "after"):
+            r = m[which]
+            acc = f"top-1 {r['top1']:.3f}" if r["top1"] is not None else "top-1 n/a"
+            print(f"  {which:6s}: ONNX fp32 {r['onnx_bytes'] / 2**20:.2f} MB, {acc}, p50 {r['p50_ms']:.3f} ms on {m['device']}")
+        print(f"  latency {m['latency_change']:+.1%} ({'dropped beyond the repeat spread' if m['latency_dropped'] else 'no drop beyond the repeat spread'})"
+              + (f"; top-1 {m['top1_change_pp']:+.1f} pp" if "top1_change_pp" in m else ""))
+    print(f"wrote {rep['out']} and {rep['out']}.json")
+    return 0
+
+
+def _stage_ratios(text: str | None) -> dict:
+    from .errors import ConfigError
+
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        name, _, val = part.partition("=")
+        try:
+            out[name.strip()] = float(val)
+        except ValueError:
+            raise ConfigError(f"--prune-stages takes NAME=RATIO pairs, e.g. stage3=0.5,stage4=0.2; got {part!r}") from None
+    return out
+
+
+def _optimize_sensitivity(args) -> int:
+    import torch
+
+    from .api import load_model, reparameterize
+    from .data.datasets import load_classification
+    from .data.preprocess import Preprocess
+    from .optimize.quant import sensitivity
+
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, input_size=args.input_size)
+    size = model.workbench_input_size
+    pre = Preprocess(size)
+    data = args.data or "builtin"
+    calib = load_classification("builtin" if data.startswith("builtin") else data, "calib" if data.startswith("builtin") else "train", size, 64)
+    ev = load_classification(data, "eval", size, args.eval_limit)
+    s = sensitivity(reparameterize(model).model, torch.from_numpy(pre(calib.images)), torch.from_numpy(pre(ev.images)),
+                    ev.labels if model.workbench_num_classes == ev.num_classes else None)
+    if args.json:
+        _print_json(s)
+        return 0
+    print(f"{args.model}: per-layer INT8 sensitivity (one layer quantized at a time), worst first")
+    print(f"{'layer':32s} {'SQNR dB':>8s} {'agree':>6s} {'w max/std':>9s}")
+    for r in s["layers"]:
+        print(f"{r['layer']:32s} {r['sqnr_db']:8.1f} {r.get('top1_agreement', float('nan')):6.3f} {r['weight_absmax_over_std']:9.1f}")
+    a = s["all_layers"]
+    print(f"{'(all layers)':32s} {a['sqnr_db']:8.1f} {a.get('top1_agreement', float('nan')):6.3f}")
     return 0
 
 
@@ -475,11 +565,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_devices)
 
-    s = sub.add_parser("optimize", help="structured channel pruning (torch-pruning); more steps to come")
+    s = sub.add_parser("optimize", help="pruning, sparsity, QAT, INT8 sensitivity and the INT8 study")
     model_args(s)
-    s.add_argument("--prune", type=float, metavar="RATIO", help="fraction of channels to remove, e.g. 0.3")
+    s.add_argument("--prune", type=float, metavar="RATIO", help="structured: fraction of channels to remove, e.g. 0.3")
+    s.add_argument("--prune-stages", metavar="NAME=R,...", help="per-stage ratios, e.g. stage3=0.5,stage4=0.2")
     s.add_argument("--norm", type=int, default=1, choices=[1, 2], help="L1 or L2 magnitude (default 1)")
-    s.add_argument("--out", required=True, metavar="FILE.safetensors")
+    s.add_argument("--finetune", type=int, metavar="EPOCHS", help="fine-tune after pruning (needs --data)")
+    s.add_argument("--sparsity", type=float, metavar="S", help="unstructured: zero the smallest S of the weights")
+    s.add_argument("--qat", type=int, metavar="EPOCHS", help="quantization-aware training of the deploy model (needs --data)")
+    s.add_argument("--lr", type=float, help="learning rate for --finetune / --qat")
+    s.add_argument("--data", help="builtin or an ImageFolder path (fine-tune, QAT, evaluation)")
+    s.add_argument("--measure", action="store_true", help="export before and after to ONNX and measure top-1 and host latency")
+    s.add_argument("--device", default="host", help="device profile for --measure (default host)")
+    s.add_argument("--eval-limit", type=int, default=500, help="evaluation images (default 500)")
+    s.add_argument("--sensitivity", action="store_true", help="print the per-layer INT8 sensitivity table")
+    s.add_argument("--quant-study", metavar="DIR", help="fp32 vs PTQ INT8 vs the fixes, with the sensitivity table")
+    s.add_argument("--keep-worst", type=int, default=2, help="study: layers kept in float by sensitivity (default 2)")
+    s.add_argument("--qa-model", help="study: the QARepVGG variant to compare, e.g. qarepvgg-a0")
+    s.add_argument("--qa-weights", help="study: trained weights of --qa-model")
+    s.add_argument("--qa-epochs", type=int, default=0, help="study: train --qa-model here for this many epochs")
+    s.add_argument("--out", metavar="FILE.safetensors")
     s.set_defaults(func=cmd_optimize)
 
     s = sub.add_parser("run", help="run a sweep file (resumable, cached by content)")

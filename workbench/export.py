@@ -49,6 +49,9 @@ class ExportOptions:
     threads: int = 2
     seed: int = 0  # random init when no weights are given
     gates: dict = field(default_factory=dict)  # overrides of fidelity.DEFAULT_GATES
+    # post-training quantization: per_channel (bool), calib_method (minmax|percentile|entropy),
+    # keep_float (layer names, 'first', 'last'), keep_worst (N most sensitive layers kept float)
+    quant: dict = field(default_factory=dict)
 
     def validate(self) -> "ExportOptions":
         from exporters.base import CAPABILITIES, PRECISIONS
@@ -63,6 +66,9 @@ class ExportOptions:
             if p not in PRECISIONS:
                 raise ConfigError(f"unknown precision {p!r}{did_you_mean(p, PRECISIONS)}; "
                                   f"choose from {', '.join(PRECISIONS)}")
+        from .optimize.quant import validate_quant
+
+        validate_quant(self.quant, "quantization")
         if self.route not in ("auto", "tf-direct", "onnx2tf"):
             raise ConfigError(f"unknown TFLite route {self.route!r}; choose auto, tf-direct or onnx2tf")
         if self.calib_count < 1 or self.fidelity_count < 1:
@@ -105,6 +111,26 @@ def prepare_data(model: torch.nn.Module, opts: ExportOptions, work: Path) -> tup
     fid_info = {"source": "built-in synthetic set, eval split (disjoint from calibration)",
                 "images": len(fid), "preprocess": pre.to_dict()}
     return calib_info, fid_info, fid
+
+
+def resolve_quant(model: torch.nn.Module, opts: ExportOptions, work: Path, eval_inputs: np.ndarray) -> tuple[dict, dict]:
+    """The quantization options a worker needs (layer names resolved; the sensitivity table
+    computed when ``keep_worst`` asks for it) and what the manifest records about them."""
+    q = opts.quant
+    job = {"per_channel": q.get("per_channel", True), "calib_method": q.get("calib_method", "minmax"), "keep_float": []}
+    info = dict(job)
+    if q.get("keep_float") or q.get("keep_worst"):
+        from .optimize.quant import resolve_keep_float, sensitivity
+
+        sens = None
+        if q.get("keep_worst"):
+            calib = torch.from_numpy(np.load(work / "calib.npy"))
+            sens = sensitivity(model, calib, torch.from_numpy(eval_inputs), per_channel=job["per_channel"],
+                               method="percentile" if job["calib_method"] == "percentile" else "minmax")
+            info["sensitivity_worst"] = [{k: r[k] for k in ("layer", "sqnr_db")} for r in sens["layers"][:max(5, q["keep_worst"])]]
+        job["keep_float"] = resolve_keep_float(model, q.get("keep_float", []), q.get("keep_worst", 0), sens)
+        info["keep_float"] = job["keep_float"]
+    return job, info
 
 
 @torch.no_grad()
@@ -156,6 +182,7 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
     size, n_classes, task = model.workbench_input_size, model.workbench_num_classes, model.workbench_task
     calib_info, fid_info, fid_inputs = prepare_data(model, opts, work)
     ref = reference_outputs(model, fid_inputs)
+    quant_job, quant_info = resolve_quant(model, opts, work, fid_inputs)
     priors = None
     if task == "detection":
         from .detection import default_boxes
@@ -168,6 +195,7 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
         "model": model.workbench_name, "task": task, "num_classes": n_classes, "input_size": size,
         "source": source_info, "calibration": calib_info, "fidelity_inputs": fid_info,
         "options": {k: v for k, v in opts.__dict__.items() if k != "gates"}, "gates": gates,
+        "quantization": quant_info,
         "toolchain": toolchain_versions(), "artifacts": [],
     }
     manifest_path = out / "manifest.json"
@@ -177,7 +205,7 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
                           "input_size": size, "weights_label": source_info["weights"]},
                 "work_dir": str(cache), "calib": str(work / "calib.npy"), "threads": opts.threads,
                 "options": {"nchw": opts.nchw, "int8_io": opts.int8_io, "route": opts.route,
-                            "image_input": opts.image_input}}
+                            "image_input": opts.image_input, "quant": quant_job}}
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
            "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))}
     plan = [(f, p) for f in opts.formats for p in opts.precisions]

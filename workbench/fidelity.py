@@ -11,6 +11,7 @@ DEFAULT_GATES = {
     "fp16": {"cosine": 0.999},
     "int8": {"agreement": 0.9},
     "int8-dynamic": {"agreement": 0.9},
+    "int16x8": {"agreement": 0.95},
 }
 
 
@@ -86,7 +87,7 @@ def apply_gate(precision: str, fidelity: dict, gates: dict, trained: bool) -> Ga
     rule = gates.get(precision)
     if not rule:
         return GateResult(None, {}, f"no gate for {precision}")
-    if precision.startswith("int8") and not trained:
+    if precision.startswith(("int8", "int16")) and not trained:
         return GateResult(None, dict(rule), "not applied: random weights (pass --weights of a trained "
                                               "model; agreement of untrained logits is noise)")
     checks, failed = {}, []

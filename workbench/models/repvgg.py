@@ -100,10 +100,50 @@ class RepVGGBlock(nn.Module):
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
 
 
+class QARepVGGBlock(RepVGGBlock):
+    """The quantization-friendly block of QARepVGG (Chu et al. 2022, "Make RepVGG Greater Again"):
+    no BN on the 1x1 and identity branches, one BN after the sum. Plain RepVGG's identity-branch BN
+    and per-branch BNs give the fused kernel a wide, outlier-heavy weight and activation range that
+    INT8 cannot hold; this form keeps both narrow. Re-parameterizes exactly like RepVGG: the three
+    branches fuse into one 3x3 kernel and the post-BN folds into it."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 1, *, se_reduction: int = 0):
+        super().__init__(in_channels, out_channels, stride, groups, se_reduction=se_reduction)
+        self.rbr_identity = nn.Identity() if in_channels == out_channels and stride == 1 else None
+        self.rbr_1x1 = nn.Conv2d(in_channels, out_channels, 1, stride, 0, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def _pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deployed:
+            return self.rbr_reparam(x)
+        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            out = out + x
+        return self.bn(out)
+
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k3, b3 = fuse_bn_tensor(self.rbr_dense.conv.weight, self.rbr_dense.bn)
+        kernel = k3 + F.pad(self.rbr_1x1.weight.float(), [1, 1, 1, 1])
+        if self.rbr_identity is not None:
+            conv = self.rbr_dense.conv
+            kernel = kernel + identity_kernel(conv.in_channels, conv.groups, 3, device=k3.device)
+        # the post-BN: y = (k*x + b3 - mean) * gamma / std + beta
+        return fuse_bn_tensor(kernel, self.bn, conv_bias=b3)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.deployed:
+            return
+        super().reparameterize()
+        del self.bn
+
+
 class RepVGG(nn.Module):
     def __init__(self, num_blocks: list[int], width_multiplier: list[float], num_classes: int,
-                 override_groups_map: dict[int, int] | None = None, use_se: bool = False):
+                 override_groups_map: dict[int, int] | None = None, use_se: bool = False,
+                 block: type[RepVGGBlock] = RepVGGBlock):
         super().__init__()
+        RepVGGBlock = block  # noqa: N806 (the official layout's name for the block class)
         groups_map = override_groups_map or {}
         se = 16 if use_se else 0
         self.in_planes = min(64, int(64 * width_multiplier[0]))
@@ -174,3 +214,20 @@ def _register(name: str, blocks, widths, groups, se) -> None:
 
 for _name, (_b, _w, _g, _se) in ZOO.items():
     _register(_name, _b, _w, _g, _se)
+
+
+def _register_qa(name: str, blocks, widths, groups) -> None:
+    tiny = name.endswith("tiny")
+
+    @register_model(name, family="qarepvgg", tiny=tiny,
+                    reference="Chu et al. 2022, Make RepVGG Greater Again: A Quantization-aware Approach (arXiv:2212.01593)",
+                    default_num_classes=10 if tiny else 1000, default_input_size=64 if tiny else 224,
+                    description=f"QARepVGG block (post-BN, no BN on 1x1/identity), blocks {blocks}, widths {widths}"
+                    + (", grouped" if groups else ""))
+    def _build(*, num_classes: int, input_size: int) -> RepVGG:
+        return RepVGG(blocks, widths, num_classes, groups, False, block=QARepVGGBlock)
+
+
+for _name, (_b, _w, _g, _se) in ZOO.items():
+    if not _se:
+        _register_qa("qa" + _name, _b, _w, _g)

@@ -27,22 +27,42 @@ def _ignored(model: nn.Module) -> list[nn.Module]:
     return out + lin[-1:]
 
 
-def prune_channels(model: nn.Module, ratio: float, *, norm: int = 1) -> tuple[nn.Module, dict]:
-    """Remove ``ratio`` of the prunable channels by L1 (``norm=1``) or L2 magnitude, in place."""
+def prune_channels(model: nn.Module, ratio: float, *, norm: int = 1, stages: dict[str, float] | None = None,
+                   round_to: int | None = 8) -> tuple[nn.Module, dict]:
+    """Remove ``ratio`` of the prunable channels by L1 (``norm=1``) or L2 magnitude, in place.
+
+    ``stages`` gives other ratios to named submodules (``{"stage3": 0.5}``): their layers use that
+    ratio, the rest ``ratio``. ``round_to`` keeps channel counts multiples of 8 (default): measured
+    here, RepVGG-A0 at 30% with odd channel counts ran 41% *slower* in ONNX Runtime despite half
+    the MACs, because the CPU conv kernels work in blocks of 8/16 channels."""
     import torch_pruning as tp
 
-    if not 0 < ratio < 1:
+    if not 0 <= ratio < 1:
         raise ConfigError(f"--prune takes a ratio between 0 and 1 (0.3 = 30% of channels), got {ratio}")
+    per_module = {}
+    for name, r in (stages or {}).items():
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 <= r < 1:
+            raise ConfigError(f"prune ratio for {name!r} must be between 0 and 1, got {r!r}")
+        try:
+            per_module[model.get_submodule(name)] = float(r)
+        except AttributeError:
+            from ..errors import did_you_mean
+
+            top = [n for n, _ in model.named_children()]
+            raise ConfigError(f"no submodule {name!r} to prune{did_you_mean(name, top)}; top-level parts: {', '.join(top)}") from None
+    if ratio == 0 and not any(per_module.values()):
+        raise ConfigError("nothing to prune: give a ratio above 0 (overall or for a stage)")
     size = getattr(model, "workbench_input_size", 224)
     before = {"params": count_params(model), "macs": count_macs(model, size)}
     model.eval()
     x = torch.randn(1, 3, size, size)
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=norm),
-                                       pruning_ratio=ratio, ignored_layers=_ignored(model))
+                                       pruning_ratio=ratio, pruning_ratio_dict=per_module or None, round_to=round_to,
+                                       ignored_layers=_ignored(model))
     pruner.step()
     model.workbench_pruned = True
     after = {"params": count_params(model), "macs": count_macs(model, size)}
-    return model, {"ratio": ratio, "norm": f"L{norm}", "params_before": before["params"], "params_after": after["params"],
+    return model, {"ratio": ratio, "stages": dict(stages or {}), "norm": f"L{norm}", "round_to": round_to, "params_before": before["params"], "params_after": after["params"],
                    "macs_before": before["macs"], "macs_after": after["macs"],
                    "macs_reduction": 1 - after["macs"] / before["macs"]}
 
@@ -70,3 +90,21 @@ def adapt_to_state_dict(model: nn.Module, sd: dict) -> None:
         parent = model.get_submodule(parent_name) if parent_name else model
         parent._modules[child] = new
     model.workbench_pruned = True
+
+
+@torch.no_grad()
+def sparsify(model: nn.Module, sparsity: float) -> dict:
+    """Unstructured magnitude pruning: zero the smallest ``sparsity`` of all conv/linear weights
+    (one global L1 threshold), in place. Shapes do not change: a dense runtime does the same work,
+    only a compressed file shrinks (reported by the caller)."""
+    if not 0 < sparsity < 1:
+        raise ConfigError(f"--sparsity takes a fraction between 0 and 1 (0.5 = half the weights zero), got {sparsity}")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    w = torch.cat([m.weight.detach().abs().flatten() for m in layers])
+    k = int(sparsity * w.numel())
+    threshold = float(w.kthvalue(k).values) if k > 0 else 0.0
+    for m in layers:
+        m.weight.mul_((m.weight.abs() > threshold).to(m.weight.dtype))
+    zeros = sum(int((m.weight == 0).sum()) for m in layers)
+    total = sum(m.weight.numel() for m in layers)
+    return {"sparsity_target": sparsity, "weights_zero": zeros, "weights_total": total, "sparsity": zeros / total}
