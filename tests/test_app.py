@@ -314,3 +314,21 @@ def test_app_command_binds_localhost_by_default():
                                                       "--max-upload-mb", "50"]))
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0" and cmd[cmd.index("--server.maxUploadSize") + 1] == "50"
     assert env["WORKBENCH_MAX_UPLOAD_MB"] == "50.0"
+
+
+def test_run_page_optimization_options_reach_the_sweep(env):
+    import tomllib
+
+    at = app("views/run.py")
+    at.number_input(key="opt-prune").set_value(0.3)
+    at.checkbox(key="q-ends").check()
+    at.selectbox(key="q-method").set_value("percentile")
+    _start_from_page(at, evaluation="none")
+    assert_clean(at)
+    job_dir = Path(at.session_state["job_dir"])
+    doc = tomllib.loads((job_dir / "sweep.toml").read_text())
+    assert [m.get("optimize") for m in doc["models"]] == [None, {"prune": 0.3}]
+    assert doc["quantization"] == {"per_channel": True, "calib_method": "percentile", "keep_float": ["first", "last"]}
+    assert _wait(job_dir)["state"] == "done"
+    run = json.loads((job_dir / "run.json").read_text())
+    assert [m["model"] for m in run["models"]] == ["repvgg-tiny", "repvgg-tiny+p0.3"]

@@ -368,6 +368,8 @@ def cmd_run(args) -> int:
     def progress(event: str, info: dict) -> None:
         if event == "export":
             console.print(f"export {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts")
+        elif event == "optimize":
+            console.print(f"optimize {info['model']}: {info.get('step') or info.get('steps')}")
         elif event == "export-step":
             console.print(f"  exporting {info['format']} {info['precision']} ({info['index'] + 1}/{info['total']})")
         elif event == "cached":

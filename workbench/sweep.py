@@ -22,8 +22,8 @@ from typing import Callable
 from .errors import ConfigError, did_you_mean
 from .fsutil import atomic_write_json as _atomic_json
 
-TOP_KEYS = {"name", "formats", "precisions", "devices", "reparam", "data", "latency", "models", "export"}
-MODEL_KEYS = {"name", "weights", "num_classes", "input_size"}
+TOP_KEYS = {"name", "formats", "precisions", "devices", "reparam", "data", "latency", "models", "export", "quantization"}
+MODEL_KEYS = {"name", "weights", "num_classes", "input_size", "optimize", "label"}
 DATA_KEYS = {"calibration", "evaluation", "eval_limit", "calib_count"}
 LATENCY_KEYS = {"warmup", "warmup_seconds", "min_runs", "min_seconds", "repeats"}
 EXPORT_KEYS = {"timeout_s", "route", "fidelity_count"}
@@ -41,6 +41,7 @@ class Sweep:
     data: dict = field(default_factory=dict)
     latency: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)
     path: str = ""
     text: str = ""
 
@@ -82,6 +83,22 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             if not w.exists():
                 raise ConfigError(f"{p.name}: models[{i}].weights {m['weights']} does not exist")
             m["weights"] = str(w)
+        if "optimize" in m:
+            from .optimize.pipeline import tag, validate_optimize
+
+            if not isinstance(m["optimize"], dict):
+                raise ConfigError(f"{p.name}: models[{i}].optimize must be a table, e.g. {{prune = 0.3}}")
+            m["optimize"] = validate_optimize(m["optimize"], f"{p.name} models[{i}].optimize")
+            data = m["optimize"].get("data")
+            if data and data not in ("builtin",) and not Path(data).is_absolute():
+                m["optimize"]["data"] = str((p.parent / data).resolve())
+            m.setdefault("label", m["name"] + tag(m["optimize"]))
+        if "label" in m and (not isinstance(m["label"], str) or not m["label"].strip()):
+            raise ConfigError(f"{p.name}: models[{i}].label must be a non-empty string")
+    labels = [m.get("label", m["name"]) for m in models]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ConfigError(f"{p.name}: two [[models]] entries are both {sorted(dup)[0]!r}; give one a different label")
 
     def str_list(key, default, allowed=None):
         v = doc.get(key, default)
@@ -109,9 +126,14 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     for k, v in doc.get("latency", {}).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ConfigError(f"{p.name}: latency.{k} must be a non-negative number, got {v!r}")
+    from .optimize.quant import validate_quant
+
+    if not isinstance(doc.get("quantization", {}), dict):
+        raise ConfigError(f"{p.name}: [quantization] must be a table")
+    quant = validate_quant(doc.get("quantization", {}), f"{p.name} [quantization]")
     return Sweep(name=doc.get("name", p.stem), models=models, formats=formats, precisions=precisions, devices=devices,
                  reparam=reparam, data=doc.get("data", {}), latency=doc.get("latency", {}), export=doc.get("export", {}),
-                 path=str(p), text=text)
+                 quantization=quant, path=str(p), text=text)
 
 
 def _sha(obj) -> str:
@@ -126,7 +148,7 @@ def export_key(m: dict, reparam: bool, sweep: Sweep) -> str:
     return _sha({"model": m["name"], "weights": sha256_path(m["weights"]) if m.get("weights") else None,
                  "num_classes": m.get("num_classes"), "input_size": m.get("input_size"), "reparam": reparam,
                  "calibration": sweep.data.get("calibration", "builtin"), "calib_count": sweep.data.get("calib_count", 64),
-                 "export": sweep.export, "toolchain": toolchain_versions()})[:20]
+                 "export": sweep.export, "quantization": sweep.quantization, "toolchain": toolchain_versions()})[:20]
 
 
 def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dict:
@@ -147,7 +169,8 @@ def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dic
                              precisions=tuple(dict.fromkeys(p for _, p in missing)),
                              calib_dir=None if calib == "builtin" else calib, calib_count=sweep.data.get("calib_count", 64),
                              fidelity_count=sweep.export.get("fidelity_count", 16), reparam=reparam,
-                             route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900))
+                             route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900),
+                             quant=sweep.quantization)
         say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
         def fwd(event: str, info: dict) -> None:  # per-artifact progress for the CLI and the dashboard
             if event == "start":
@@ -171,6 +194,36 @@ def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dic
 
 
 ProgressFn = Callable[[str, dict], None]
+
+
+def optimize_all(sweep: Sweep, cache_dir: Path, say) -> dict[int, dict]:
+    """Run each model's ``optimize`` steps once (cached by content under ``cache/optimized``) and
+    point the model entry at the optimized weights, so export, accuracy and latency use them."""
+    from exporters.common import sha256_path
+
+    from .optimize.pipeline import optimize_model
+
+    reports = {}
+    for i, m in enumerate(sweep.models):
+        if not m.get("optimize"):
+            continue
+        src = m.get("source_weights", m.get("weights"))
+        key = _sha({"model": m["name"], "weights": sha256_path(src) if src else None, "num_classes": m.get("num_classes"),
+                    "input_size": m.get("input_size"), "optimize": m["optimize"], "version": 1})[:20]
+        out = cache_dir.parent / "optimized" / key / f"{m['name']}.safetensors"
+        report_path = out.with_name(out.name + ".json")
+        if out.exists() and report_path.exists():
+            say("cached", {"model": m.get("label", m["name"]), "reparam": True, "combos": "optimized weights"})
+            rep = json.loads(report_path.read_text())
+        else:
+            say("optimize", {"model": m.get("label", m["name"]), "steps": m["optimize"]})
+            rep = optimize_model(m["name"], m["optimize"], out=out, weights=src, num_classes=m.get("num_classes"),
+                                 input_size=m.get("input_size"),
+                                 say=lambda msg, lab=m.get("label", m["name"]): say("optimize", {"model": lab, "step": msg}))
+        m["source_weights"] = src
+        m["weights"] = str(out)
+        reports[i] = rep
+    return reports
 
 
 def _relocate(root: Path, old: str, new: str) -> None:
@@ -304,6 +357,7 @@ def _run_locked(sweep: Sweep, out: Path, resume: bool, cache, say, executor, add
     import time
 
     t_export = time.perf_counter()
+    opt_reports = optimize_all(sweep, cache_dir, say)
     exports = export_all(sweep, cache_dir, executor, address, jobs, say)
     stats["export_seconds"] = round(time.perf_counter() - t_export, 2)
     ok_rows = [(mi, r, a) for (mi, r), man in exports.items() for a in man["artifacts"] if a["status"] == "ok"]
@@ -322,12 +376,24 @@ def _run_locked(sweep: Sweep, out: Path, resume: bool, cache, say, executor, add
         for reparam in sweep.reparam:
             manifest = exports[(mi, reparam)]
             stats["exported_now"] += manifest["exported_now"]
-            summary = model_summary(m["name"], num_classes=manifest["num_classes"], input_size=manifest["input_size"])
+            label = m.get("label", m["name"])
+            if mi in opt_reports:  # figures of the optimized model, not the zoo's
+                rep = opt_reports[mi]
+                summary = {"params": rep["after"]["params"], "params_deploy": rep["after"]["params"],
+                           "macs": rep["after"]["macs"], "macs_deploy": rep["after"]["macs"]}
+            else:
+                summary = model_summary(m["name"], num_classes=manifest["num_classes"], input_size=manifest["input_size"])
+            manifest = {**manifest, "model": label, "artifacts": [dict(a, model=label) for a in manifest["artifacts"]]}
             add_export(run, manifest, summary, reparam=reparam)
+            if mi in opt_reports:
+                entry = next(x for x in run["models"] if x["model"] == label)
+                entry["optimize"] = {k: opt_reports[mi].get(k) for k in ("steps", "before", "after", "macs_reduction",
+                                                                          "params_reduction", "note")}
+                entry["base_model"] = m["name"]
             for a in manifest["artifacts"]:
                 if a["status"] != "ok":
                     continue
-                base = {"model": m["name"], "reparam": reparam, "format": a["format"], "precision": a["precision"],
+                base = {"model": label, "reparam": reparam, "format": a["format"], "precision": a["precision"],
                         "sha256": a["sha256"]}
                 if sweep.data.get("evaluation") and a["runnable_here"]:
                     cid = "acc-" + _sha({**base, "data": sweep.data["evaluation"], "limit": sweep.data.get("eval_limit")})[:20]
@@ -342,9 +408,9 @@ def _run_locked(sweep: Sweep, out: Path, resume: bool, cache, say, executor, add
                         stats["cells_done"] += 1
                         measured_times.append(time.perf_counter() - t0)
                     c = json.loads(cell.read_text())
-                    first_pt = not any(r["model"] == m["name"] and r["runtime"] == "pytorch" and r.get("reparam", True) == reparam
+                    first_pt = not any(r["model"] == label and r["runtime"] == "pytorch" and r.get("reparam", True) == reparam
                                        for r in run["accuracy"])
-                    add_accuracy(run, m["name"], [r for r in c["results"] if r.get("runtime") != "pytorch" or first_pt],
+                    add_accuracy(run, label, [r for r in c["results"] if r.get("runtime") != "pytorch" or first_pt],
                                  reparam=reparam)
                 for dev in sweep.devices:
                     cid = "lat-" + _sha({**base, "device": dev, "protocol": sweep.latency})[:20]
@@ -374,7 +440,7 @@ def _run_locked(sweep: Sweep, out: Path, resume: bool, cache, say, executor, add
                     c = json.loads(cell.read_text())
                     if c["stats"].get("status") == "not measured":
                         continue
-                    add_latency(run, m["name"], a["format"], a["precision"], c["stats"], reparam=reparam)
+                    add_latency(run, label, a["format"], a["precision"], c["stats"], reparam=reparam)
     stats["cell_seconds"] = round(time.perf_counter() - t_cells, 2)
     run["finished"] = now()
     run["sweep_stats"] = stats

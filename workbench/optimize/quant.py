@@ -277,7 +277,7 @@ def qat_finetune(model: nn.Module, data: str = "builtin", *, epochs: int = 2, lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((out.argmax(1) == y_all[idx]).sum())
             if progress:
                 progress({"epoch": epoch + 1, "epochs": epochs, "step": s + 1, "steps": steps})

@@ -125,6 +125,18 @@ def markdown(run: dict) -> str:
         rp = m.get("reparam") or {}
         L.append(f"| {m['model']} | {m['params']:,} -> {m['params_deploy']:,} | {m['macs'] / 1e9:.3f}G -> {m['macs_deploy'] / 1e9:.3f}G | "
                  f"{format(rp['max_abs_diff'], '.2e') if rp.get('max_abs_diff') is not None else '-'} | {_fmt(rp.get('cosine'), 9) if rp else '-'} |")
+    opt = [m for m in run["models"] if m.get("optimize")]
+    if opt:
+        L += ["", "## Optimization (before -> after; latency and accuracy of both are in the tables above when both are in the run)", "",
+              "| model | steps | params | MACs | weights MB | gzip MB | note |", "|---|---|---|---|---|---|---|"]
+        for m in opt:
+            o = m["optimize"]
+            b, a = o["before"], o["after"]
+            steps = ", ".join(f"{k}={v}" for k, v in o["steps"].items())
+            L.append(f"| {m['model']} | {steps} | {b['params']:,} -> {a['params']:,} (-{o['params_reduction']:.1%}) | "
+                     f"{b['macs'] / 1e9:.4f}G -> {a['macs'] / 1e9:.4f}G (-{o['macs_reduction']:.1%}) | "
+                     f"{b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} | {b['file_gzip_bytes'] / 1e6:.2f} -> "
+                     f"{a['file_gzip_bytes'] / 1e6:.2f} | {o.get('note') or ''} |")
     L += ["", "## GPU-delegate readiness (static rule check; delegate latency not measured here)", "",
           "| artifact | delegated / total ops | fallback ops |", "|---|---|---|"]
     for a in run["artifacts"]:

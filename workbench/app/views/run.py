@@ -53,6 +53,8 @@ def _status_panel(job_dir: Path) -> None:
                 st.progress(p["index"] / max(1, p["total"]),
                             text=f"exporting {p['model']} ({'deploy' if p['reparam'] else 'train-time'}): "
                                  f"{p['format']} {p['precision']} ({p['index'] + 1}/{p['total']})")
+            elif p.get("event") == "optimize":
+                st.progress(0.0, text=f"optimizing {p['model']}: {p.get('step') or p.get('steps')}")
             elif p.get("event") in ("export", "cached"):
                 st.progress(0.0, text=f"{p['event']} {p['model']}: {p['combos']} artifacts")
             else:
@@ -121,6 +123,21 @@ with st.form("run-form"):
                                help="'builtin', 'none', or an ImageFolder / COCO / VOC path under the data folders")
     eval_n = c2.number_input("Evaluation images (0 = all)", min_value=0, max_value=1000000, value=100, key="run-eval-n")
     preset = c3.selectbox("Latency protocol", list(PRESETS), key="run-preset")
+    with st.expander("Optimization and quantization (the same options as a sweep's optimize = {...} and [quantization])"):
+        c1, c2, c3, c4 = st.columns(4)
+        prune = c1.number_input("Prune channels (ratio, 0 = off)", min_value=0.0, max_value=0.9, value=0.0, step=0.05,
+                                key="opt-prune")
+        finetune = c2.number_input("Fine-tune after pruning (epochs)", min_value=0, max_value=100, value=0, key="opt-ft")
+        sparsity = c3.number_input("Unstructured sparsity (0 = off)", min_value=0.0, max_value=0.95, value=0.0, step=0.05,
+                                   key="opt-sparsity", help="zeros only: shrinks a compressed file, not dense latency")
+        qat = c4.number_input("QAT (epochs, 0 = off)", min_value=0, max_value=100, value=0, key="opt-qat")
+        keep_plain = st.checkbox("Also run the unoptimized model (before/after in one report)", value=True, key="opt-both")
+        c1, c2, c3, c4 = st.columns(4)
+        per_channel = c1.checkbox("Per-channel INT8 weights", value=True, key="q-per-channel")
+        calib_method = c2.selectbox("Calibration method", ["minmax", "percentile", "entropy"], key="q-method")
+        keep_ends = c3.checkbox("Keep first and last layers float (ONNX)", value=False, key="q-ends")
+        keep_worst = c4.number_input("Keep N most sensitive layers float (ONNX)", min_value=0, max_value=50, value=0,
+                                     key="q-worst")
     name = st.text_input("Run name", value="dashboard", key="run-name")
     submitted = st.form_submit_button("Start run", type="primary")
 
@@ -148,17 +165,32 @@ if submitted:
             data["evaluation"] = data_path(evaluation, "evaluation data")
             if eval_n:
                 data["eval_limit"] = int(eval_n)
+        optimize = {k: v for k, v in {"prune": float(prune), "finetune_epochs": int(finetune), "sparsity": float(sparsity),
+                                      "qat_epochs": int(qat)}.items() if v}
+        if optimize.get("finetune_epochs") or optimize.get("qat_epochs"):
+            optimize["data"] = "builtin" if evaluation.strip() in ("builtin", "none") else data_path(evaluation, "training data")
         mlist = []
         for m in chosen:
             entry = {"name": m, "num_classes": int(classes), "input_size": int(size)}
             if m == sel.get("name") and sel.get("weights"):
                 entry["weights"] = sel["weights"]
+            if optimize:
+                if keep_plain:
+                    mlist.append(dict(entry))
+                entry["optimize"] = optimize
             mlist.append(entry)
         reparam = {"deploy (re-parameterized)": [True], "train-time": [False], "both": [True, False]}[form]
         doc = {"name": name, "formats": fmts, "precisions": precs, "devices": devs, "reparam": reparam,
                "data": data, "latency": PRESETS[preset], "models": mlist}
         if not doc["latency"]:
             del doc["latency"]
+        quant = {"per_channel": bool(per_channel), "calib_method": calib_method}
+        if keep_ends:
+            quant["keep_float"] = ["first", "last"]
+        if keep_worst:
+            quant["keep_worst"] = int(keep_worst)
+        if quant != {"per_channel": True, "calib_method": "minmax"}:
+            doc["quantization"] = quant
         # a fresh folder per run: uploads made in this session stay where they were stored
         out = allocate(common.data_root(), name)
         start(out, sweep_to_toml(doc))
