@@ -123,6 +123,19 @@ def latency_section(out: Path, exports: dict, targets: list, rows: list) -> None
         targets.append(target(f"p50 of 3 repeats within 3% of each other: {label}", round(100 * spread, 2), 3.0, "%"))
 
 
+def pruning_section(out: Path, targets: list) -> None:
+    """Structured pruning of RepVGG-A0 (30%, channels rounded to 8): MACs and measured host latency."""
+    from workbench.optimize.pipeline import compare_before_after, optimize_model
+
+    rep = optimize_model("repvgg-a0", {"prune": 0.3}, out=out / "pruning" / "repvgg-a0-p0.3.safetensors", input_size=224)
+    m = compare_before_after("repvgg-a0", rep, data="builtin", eval_limit=50, work=out / "pruning" / "measure")
+    targets.append(target("repvgg-a0 pruned 30% (channels): MACs reduction", round(rep["macs_reduction"], 3), 0.25, "",
+                          better="higher"))
+    targets.append(target(f"repvgg-a0 pruned 30%: ONNX fp32 host p50 after / before (before {m['before']['p50_ms']:.2f} ms, "
+                          f"after {m['after']['p50_ms']:.2f} ms)", round(m["after"]["p50_ms"] / m["before"]["p50_ms"], 3),
+                          1.0, "x"))
+
+
 def target(label: str, value, bound, unit: str, better: str = "lower") -> dict:
     met = None if value is None else (value <= bound if better == "lower" else value >= bound)
     return {"target": label, "value": value, "bound": bound, "unit": unit,
@@ -183,6 +196,7 @@ def main() -> int:
         exports["vgg16"] = {(a["format"], a["precision"]): a["path"] for a in vgg if a["status"] == "ok"}
     latency_rows: list[dict] = []
     latency_section(out, exports, targets, latency_rows)
+    pruning_section(out, targets)
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

@@ -6,6 +6,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -166,3 +167,19 @@ def test_safetensors_header_claiming_a_huge_tensor_is_refused_without_allocating
     with pytest.raises(CheckpointError, match="not a readable .safetensors"):
         read_state_dict(p)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB: nothing like 160 GB
+
+
+def test_conversion_out_of_memory_is_recorded_and_the_export_goes_on(tmp_path, capsys):
+    """A real memory cap (RLIMIT_AS on the conversion process): TensorFlow cannot even load under
+    1.5 GB of address space, torch's ONNX export fits. The TFLite row says out of memory; ONNX is ok."""
+    from workbench.cli import main
+
+    rc = main(["export", "repvgg-tiny", "--formats", "onnx,tflite", "--precisions", "fp32", "--calib-count", "2",
+               "--memory-limit", "1500", "--out", str(tmp_path / "e")])
+    assert rc == 1  # a failed row makes the command fail, after finishing the others
+    man = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    rows = {a["format"]: a for a in man["artifacts"]}
+    assert rows["onnx"]["status"] == "ok" and Path(rows["onnx"]["path"]).exists()
+    assert rows["tflite"]["status"] == "failed"
+    assert rows["tflite"]["reason"].startswith("out of memory during the conversion (memory limit 1500 MB")
+    assert "Traceback" not in capsys.readouterr().err

@@ -93,6 +93,7 @@ def cmd_export(args) -> int:
     opts = ExportOptions(formats=_csv(args.formats), precisions=_csv(args.precisions),
                          calib_dir=args.calib, calib_count=args.calib_count, reparam=not args.no_reparam,
                          nchw=args.nchw, int8_io=args.int8_io, route=args.route, timeout_s=args.timeout,
+                         memory_limit_mb=args.memory_limit,
                          threads=args.threads, image_input=args.image_input).validate()
     console = Console(stderr=True, width=140)
     rows = []
@@ -526,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--route", default="auto", choices=["auto", "tf-direct", "onnx2tf"],
                    help="TFLite conversion route (default: tf-direct, onnx2tf as fallback)")
     s.add_argument("--timeout", type=float, default=900, metavar="S", help="per conversion (default: %(default)s)")
+    s.add_argument("--memory-limit", type=int, metavar="MB", help="cap each conversion process's memory; one that "
+                   "exceeds it is recorded as out of memory and the others go on")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", required=True, metavar="DIR")
     s.set_defaults(func=cmd_export)

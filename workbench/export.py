@@ -52,6 +52,7 @@ class ExportOptions:
     # post-training quantization: per_channel (bool), calib_method (minmax|percentile|entropy),
     # keep_float (layer names, 'first', 'last'), keep_worst (N most sensitive layers kept float)
     quant: dict = field(default_factory=dict)
+    memory_limit_mb: int | None = None  # cap on each conversion process (address space); None = no cap
 
     def validate(self) -> "ExportOptions":
         from exporters.base import CAPABILITIES, PRECISIONS
@@ -230,6 +231,16 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
     return manifest
 
 
+def _oom_reason(reason: str | None, opts: ExportOptions) -> str | None:
+    """Say plainly when a conversion failed for memory (the worker's own words stay after it)."""
+    from .proc import OOM_MARKERS
+
+    if not reason or reason.startswith("out of memory") or not any(m in reason for m in OOM_MARKERS):
+        return reason
+    cap = f"memory limit {opts.memory_limit_mb} MB; raise --memory-limit" if opts.memory_limit_mb else "free memory"
+    return f"out of memory during the conversion ({cap}): {reason}"[:500]
+
+
 def _export_one(rec, base_job, out, work, env, opts, cap, ref, task, priors, gates, trained,
                 run_isolated, compare, apply_gate):
     from exporters.common import sha256_path, size_bytes
@@ -246,7 +257,7 @@ def _export_one(rec, base_job, out, work, env, opts, cap, ref, task, priors, gat
         job_file = work / f"{tag}.{mode}.job.json"
         job_file.write_text(json.dumps(j))
         pr = run_isolated([sys.executable, "-m", "exporters.worker", str(job_file)], timeout=opts.timeout_s,
-                          log_path=work / f"{tag}.{mode}.log", env=env)
+                          log_path=work / f"{tag}.{mode}.log", env=env, memory_limit_mb=opts.memory_limit_mb)
         stages.append({"stage": mode, "seconds": round(pr.seconds, 2), "peak_rss_mb": round(pr.peak_rss_mb, 1)})
         rec.export_seconds = round(sum(s["seconds"] for s in stages), 2)
         rec.peak_rss_mb = max(s["peak_rss_mb"] for s in stages)
@@ -257,7 +268,7 @@ def _export_one(rec, base_job, out, work, env, opts, cap, ref, task, priors, gat
         pr, res = stage("prepare")
         if res is None or res["status"] == "failed" or pr.timed_out:
             rec.status = "failed"
-            rec.reason = "building the TensorFlow graph failed: " + (res.get("reason") if res else pr.describe_failure())
+            rec.reason = _oom_reason("building the TensorFlow graph failed: " + (res.get("reason") if res else pr.describe_failure()), opts)
             return rec
         if res["status"] == "unsupported":
             if opts.route == "tf-direct":
@@ -274,6 +285,8 @@ def _export_one(rec, base_job, out, work, env, opts, cap, ref, task, priors, gat
         return rec
     if res["status"] != "ok":
         rec.status, rec.reason = res["status"], res.get("reason")
+        if rec.status == "failed":
+            rec.reason = _oom_reason(rec.reason, opts)
         return rec
     rec.route, rec.notes = res.get("route"), rec.notes + res.get("notes", [])
     rec.path, rec.sha256, rec.size_bytes = str(path), sha256_path(path), size_bytes(path)

@@ -27,9 +27,19 @@ class ProcResult:
     def crashed(self) -> bool:
         return not self.timed_out and (self.returncode is None or self.returncode != 0)
 
+    memory_limit_mb: int | None = None
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.crashed and any(m in self.log_tail for m in OOM_MARKERS)
+
     def describe_failure(self) -> str:
         if self.timed_out:
             return f"timed out after {self.seconds:.0f} s (raise --timeout)"
+        if self.out_of_memory:
+            cap = f" (memory limit {self.memory_limit_mb} MB; raise --memory-limit)" if self.memory_limit_mb else \
+                " (free memory or export one precision at a time)"
+            return f"out of memory during the conversion{cap}"
         rc = self.returncode
         if rc is not None and rc < 0:
             sig = signal.Signals(-rc).name
@@ -62,13 +72,27 @@ def _tree_peak_kb(pid: int) -> int:
     return total
 
 
+OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "failed to map segment", "out of memory", "OOM")
+
+
+def _limit_memory(mb: int | None):
+    if not mb:
+        return None
+
+    def apply():  # in the child, before exec: a cap on its address space
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(mb) << 20, int(mb) << 20))
+    return apply
+
+
 def run_isolated(cmd: list[str], *, timeout: float, log_path: Path, env: dict | None = None,
-                 cwd: str | None = None) -> ProcResult:
+                 cwd: str | None = None, memory_limit_mb: int | None = None) -> ProcResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log_path, "wb") as log:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=env, cwd=cwd)
+                             start_new_session=True, env=env, cwd=cwd, preexec_fn=_limit_memory(memory_limit_mb))
         deadline = t0 + timeout
         timed_out = False
         peak_kb = 0
@@ -89,4 +113,4 @@ def run_isolated(cmd: list[str], *, timeout: float, log_path: Path, env: dict | 
         p.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
     seconds = time.perf_counter() - t0
     tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace") if log_path.exists() else ""
-    return ProcResult(p.returncode, seconds, peak_kb / 1024.0, timed_out, tail)
+    return ProcResult(p.returncode, seconds, peak_kb / 1024.0, timed_out, tail, memory_limit_mb)

@@ -26,7 +26,7 @@ TOP_KEYS = {"name", "formats", "precisions", "devices", "reparam", "data", "late
 MODEL_KEYS = {"name", "weights", "num_classes", "input_size", "optimize", "label"}
 DATA_KEYS = {"calibration", "evaluation", "eval_limit", "calib_count"}
 LATENCY_KEYS = {"warmup", "warmup_seconds", "min_runs", "min_seconds", "repeats"}
-EXPORT_KEYS = {"timeout_s", "route", "fidelity_count"}
+EXPORT_KEYS = {"timeout_s", "route", "fidelity_count", "memory_limit_mb"}
 DEFAULT_CACHE = Path(__file__).resolve().parents[1] / "reports" / ".cache" / "exports"
 
 
@@ -170,6 +170,7 @@ def cached_export(m: dict, reparam: bool, sweep: Sweep, cache: Path, say) -> dic
                              calib_dir=None if calib == "builtin" else calib, calib_count=sweep.data.get("calib_count", 64),
                              fidelity_count=sweep.export.get("fidelity_count", 16), reparam=reparam,
                              route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900),
+                             memory_limit_mb=sweep.export.get("memory_limit_mb"),
                              quant=sweep.quantization)
         say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
         def fwd(event: str, info: dict) -> None:  # per-artifact progress for the CLI and the dashboard
