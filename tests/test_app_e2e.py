@@ -80,6 +80,11 @@ def _strip_timings(run: dict) -> dict:
     run = json.loads(json.dumps(run))
     for k in ("created", "finished", "sweep_stats"):
         run.pop(k, None)
+    # a latency row is a measurement: keep what identifies it; its numbers, the drift/warning flags
+    # computed from them and the host's probed peak figures (also timed) differ run to run
+    ident = ("artifact", "device", "estimated", "format", "model", "precision", "reason", "reparam", "runner",
+             "runtime", "status", "threads", "timed_scope")
+    run["latency"] = [{k: r.get(k) for k in ident} for r in run["latency"]]
     timing = {"p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs", "init_ms", "first_ms",
               "repeat_p50_ms", "repeat_spread", "cv", "peak_rss_mb", "estimate_error", "seconds"}
 
