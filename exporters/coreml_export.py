@@ -79,9 +79,14 @@ def convert(model, out_path: str, precision: str, options: dict, calib) -> Conve
         notes.append("image input: CoreML's ImageType takes one scale for all channels, 1/(255 x 0.226) "
                      "(the mean of the ImageNet stds), with per-channel biases; per-channel std differs by up to 1.5%")
     if precision == "int8":
-        cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+        q = options.get("quant") or {}
+        gran = "per_channel" if q.get("per_channel", True) else "per_tensor"
+        cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                                               granularity=gran))
         ml = cto.linear_quantize_weights(ml, config=cfg)
-        notes.append("int8 linear-symmetric weights, fp16 compute")
+        notes.append(f"int8 linear-symmetric weights ({gran.replace('_', '-')}), fp16 compute")
+        if q.get("keep_float"):
+            notes.append("keep_float applies to ONNX QDQ; CoreML int8 here is weight-only (activations stay fp16)")
     elif precision.startswith("pal"):
         nbits = int(precision[3:])
         cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=nbits, mode="kmeans"))

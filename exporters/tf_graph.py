@@ -190,7 +190,11 @@ class GraphBuilder:
         args = [self._arg(a, env) for a in node.args]
         kwargs = {k: self._arg(v, env) for k, v in node.kwargs.items()}
         if node.op == "call_module":
-            return self._module(node.target, self.modules[node.target], args[0], node)
+            m = self.modules[node.target]
+            if isinstance(m, (nn.Conv2d, nn.Linear)):  # named, so a layer can be found in the .tflite (keep_float)
+                with tf.name_scope("wb__" + node.target.replace(".", "__")):
+                    return self._module(node.target, m, args[0], node)
+            return self._module(node.target, m, args[0], node)
         target = node.target
         if node.op == "call_function":
             if target in (F.relu, torch.relu):

@@ -100,6 +100,9 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
         notes.append(f"full integer, calibrated on {len(calib)} images, "
                      f"{'int8' if int8_io else 'float32'} input/output")
         _quant_options(conv, quant or {}, notes)
+        if (quant or {}).get("keep_float"):
+            out.write_bytes(_mixed_int8(tf, saved_dir, conv, calib, nchw, quant["keep_float"], notes))
+            return notes
     elif precision == "int16x8":
         if calib is None or len(calib) == 0:
             raise ValueError("int16x8 needs calibration data")
@@ -115,15 +118,43 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
     return notes
 
 
+def _keep_float_nodes(tf, saved_dir: Path, layers: list[str]) -> list[str]:
+    """Output tensor names, in the converted file, of the ops made from the given torch layers (the
+    tf-direct graph puts each Conv/Linear under the name scope ``wb__<layer>``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=tf.lite.TFLiteConverter.from_saved_model(str(saved_dir)).convert())
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    found = []
+    for layer in layers:
+        scope = "wb__" + layer.replace(".", "__") + "/"
+        hits = [names[o["outputs"][0]] for o in it._get_ops_details()
+                if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+                and any(n.startswith(scope) for i in [*o["outputs"], *o["inputs"]] if i >= 0 for n in names[i].split(";"))]
+        if not hits:
+            raise ValueError(f"keep_float: layer {layer} not found in the TFLite graph")
+        found += hits
+    return found
+
+
+def _mixed_int8(tf, saved_dir: Path, conv, calib, nchw: bool, layers: list[str], notes: list[str]) -> bytes:
+    """Full INT8 except the given layers, which stay float (TFLite's quantization debugger
+    denylist; float kernels run between QUANTIZE/DEQUANTIZE pairs)."""
+    nodes = _keep_float_nodes(tf, saved_dir, layers)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    dbg = tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=_representative(calib, nchw),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes))
+    notes.append(f"kept in float: {', '.join(layers)} ({len(nodes)} ops); the rest full INT8")
+    return dbg.get_nondebug_quantized_model()
+
+
 def _quant_options(conv, quant: dict, notes: list[str]) -> None:
     if quant.get("per_channel") is False:
         conv._experimental_disable_per_channel = True
         notes.append("per-tensor weight scales")
     if quant.get("calib_method", "minmax") != "minmax":
         notes.append(f"calib_method {quant['calib_method']} applies to ONNX; the TFLite converter calibrates min/max")
-    if quant.get("keep_float"):
-        notes.append("keep_float applies to ONNX QDQ; this TFLite file quantizes every layer "
-                     "(use int16x8 or fp16 for a more accurate TFLite file)")
 
 
 def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: bool, work: Path) -> list[str]:

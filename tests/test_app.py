@@ -332,3 +332,19 @@ def test_run_page_optimization_options_reach_the_sweep(env):
     assert _wait(job_dir)["state"] == "done"
     run = json.loads((job_dir / "run.json").read_text())
     assert [m["model"] for m in run["models"]] == ["repvgg-tiny", "repvgg-tiny+p0.3"]
+
+
+def test_sensitivity_page(env):
+    at = app("views/quantize.py")
+    assert_clean(at)
+    assert any("Pick a model" in i for i in texts(at.info))
+    at = select_model(app(), size=32)
+    at.button(key="zoo-use").click().run()
+    at.switch_page("views/quantize.py").run()
+    assert any("Random weights" in w for w in texts(at.warning))
+    at.number_input(key="qs-n").set_value(32)
+    at.button(key="qs-go").click().run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert len(table) == 7 and "stage0.rbr_reparam" in set(table["layer"])
+    assert list(table["SQNR (dB)"]) == sorted(table["SQNR (dB)"])  # worst first

@@ -281,3 +281,22 @@ optimize = {prune = 0.3}
     assert "## Optimization" in (tmp_path / "out" / "report.md").read_text()
     again = run_sweep(str(p), tmp_path / "out2")
     assert again["stats"]["exported_now"] == 0  # optimized weights and their exports come from the cache
+
+
+def test_tflite_int8_keep_float_layers_stay_float(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from workbench.export import ExportOptions, export_model
+
+    man = export_model("repvgg-tiny", out_dir=tmp_path / "e", input_size=32,
+                       options=ExportOptions(formats=("tflite",), precisions=("int8",), calib_count=8, fidelity_count=4,
+                                             quant={"keep_float": ["first", "last"]}))
+    a = man["artifacts"][0]
+    assert a["status"] == "ok", a
+    assert any("kept in float: stage0.rbr_reparam, linear" in n for n in a["notes"])
+    it = Interpreter(model_path=a["path"])
+    dtype = {t["index"]: t["dtype"].__name__ for t in it.get_tensor_details()}
+    ops = [(o["op_name"], dtype[o["outputs"][0]]) for o in it._get_ops_details()
+           if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert ops[0] == ("CONV_2D", "float32") and ops[-1] == ("FULLY_CONNECTED", "float32")
+    assert all(d == "int8" for _, d in ops[1:-1]), ops

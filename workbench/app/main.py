@@ -10,6 +10,7 @@ st.set_page_config(page_title="Edge Workbench", page_icon=":material/memory:", l
 pages = [
     st.Page(HERE / "views" / "models.py", title="Models", icon=":material/view_list:", default=True),
     st.Page(HERE / "views" / "reparam.py", title="Re-parameterize", icon=":material/merge:"),
+    st.Page(HERE / "views" / "quantize.py", title="INT8 sensitivity", icon=":material/tune:"),
     st.Page(HERE / "views" / "run.py", title="Run", icon=":material/play_arrow:"),
     st.Page(HERE / "views" / "results.py", title="Results", icon=":material/table_chart:"),
     st.Page(HERE / "views" / "history.py", title="History", icon=":material/history:"),

@@ -4,7 +4,7 @@ bring it back, measured side by side on the same data with the real exported fil
 
 Variants (each exported to ONNX QDQ and TFLite full-integer and evaluated in ONNX Runtime / LiteRT):
 1. PTQ: the model as trained, per-channel INT8, min/max calibration;
-2. PTQ keeping the first and last layers and the N most sensitive layers in float (ONNX);
+2. PTQ keeping the first and last layers and the N most sensitive layers in float;
 3. QAT: quantization-aware fine-tuning of the deploy model, then the same PTQ export;
 4. QARepVGG: the quantization-friendly block variant, trained with the same recipe (given as
    weights, or trained here when ``qa_epochs`` is set), then PTQ.
@@ -79,8 +79,9 @@ def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: st
                         input_size=size)
     fp32 = next(r["top1"] for r in base if r["runtime"] == "pytorch")
     add("PTQ (per-channel, min/max)", base, fp32)
-    say(f"PTQ keeping first, last and the {keep_worst} most sensitive layers in float (ONNX)")
-    keep = _eval_export(name, weights, out / "ptq-keep", data, eval_limit, precisions=("int8",), formats=("onnx",),
+    say(f"PTQ keeping first, last and the {keep_worst} most sensitive layers in float")
+    keep = _eval_export(name, weights, out / "ptq-keep", data, eval_limit, precisions=("int8",),
+                        formats=[f for f in formats if f in ("onnx", "tflite")],
                         quant={"keep_float": ["first", "last"], "keep_worst": keep_worst}, input_size=size)
     add(f"PTQ, float first/last + {keep_worst} worst layers", keep, fp32)
     if qat_epochs:

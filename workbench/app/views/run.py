@@ -135,8 +135,8 @@ with st.form("run-form"):
         c1, c2, c3, c4 = st.columns(4)
         per_channel = c1.checkbox("Per-channel INT8 weights", value=True, key="q-per-channel")
         calib_method = c2.selectbox("Calibration method", ["minmax", "percentile", "entropy"], key="q-method")
-        keep_ends = c3.checkbox("Keep first and last layers float (ONNX)", value=False, key="q-ends")
-        keep_worst = c4.number_input("Keep N most sensitive layers float (ONNX)", min_value=0, max_value=50, value=0,
+        keep_ends = c3.checkbox("Keep first and last layers float", value=False, key="q-ends")
+        keep_worst = c4.number_input("Keep N most sensitive layers float", min_value=0, max_value=50, value=0,
                                      key="q-worst")
     name = st.text_input("Run name", value="dashboard", key="run-name")
     submitted = st.form_submit_button("Start run", type="primary")
