@@ -88,30 +88,28 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
     elif precision == "int8-dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         notes.append("dynamic range: int8 weights, activations quantized on the fly")
-    elif precision == "int8":
+    elif precision in ("int8", "int16x8"):
         if calib is None or len(calib) == 0:
-            raise ValueError("int8 needs calibration data")
+            raise ValueError(f"{precision} needs calibration data")
+        quant = quant or {}
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = _representative(calib, nchw)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if int8_io:
-            conv.inference_input_type = tf.int8
-            conv.inference_output_type = tf.int8
-        notes.append(f"full integer, calibrated on {len(calib)} images, "
-                     f"{'int8' if int8_io else 'float32'} input/output")
-        _quant_options(conv, quant or {}, notes)
-        if (quant or {}).get("keep_float"):
-            out.write_bytes(_mixed_int8(tf, saved_dir, conv, calib, nchw, quant["keep_float"], notes))
-            return notes
-    elif precision == "int16x8":
-        if calib is None or len(calib) == 0:
-            raise ValueError("int16x8 needs calibration data")
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative(calib, nchw)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        notes.append(f"16-bit activations, 8-bit weights, calibrated on {len(calib)} images; accurate, but "
-                     "XNNPACK and the GPU delegate have no int16 kernels: expect reference-kernel speed on CPU")
-        _quant_options(conv, quant or {}, notes)
+        _quant_options(conv, quant, notes)
+        if precision == "int16x8":
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+            notes.append(f"16-bit activations, 8-bit weights, calibrated on {len(calib)} images; accurate, but "
+                         "XNNPACK and the GPU delegate have no int16 kernels: expect reference-kernel speed on CPU"
+                         + ("; keep_float is not applied to 16x8 files" if quant.get("keep_float") else ""))
+        else:
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                conv.inference_input_type = tf.int8
+                conv.inference_output_type = tf.int8
+            notes.append(f"full integer, calibrated on {len(calib)} images, "
+                         f"{'int8' if int8_io else 'float32'} input/output")
+            if quant.get("keep_float"):
+                out.write_bytes(_mixed_int8(tf, saved_dir, conv, calib, nchw, quant["keep_float"], notes))
+                return notes
     elif precision != "fp32":
         raise SkipCombination(f"tflite has no {precision} variant")
     out.write_bytes(conv.convert())

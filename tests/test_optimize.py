@@ -300,3 +300,12 @@ def test_tflite_int8_keep_float_layers_stay_float(tmp_path):
            if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
     assert ops[0] == ("CONV_2D", "float32") and ops[-1] == ("FULLY_CONNECTED", "float32")
     assert all(d == "int8" for _, d in ops[1:-1]), ops
+
+
+def test_cli_sensitivity_table(capsys):
+    assert main(["optimize", "repvgg-tiny", "--input-size", "32", "--sensitivity", "--eval-limit", "40", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    sqnr = [r["sqnr_db"] for r in s["layers"]]
+    assert len(sqnr) == 7 and sqnr == sorted(sqnr)
+    assert s["data"]["split"] == "eval" and s["data"]["images"] == 40 and s["calib_images"] == 64
+    assert "top1" not in s["all_layers"]  # random weights with 10 classes vs 5 built-in classes: no labels used

@@ -332,21 +332,11 @@ def _stage_ratios(text: str | None) -> dict:
 
 
 def _optimize_sensitivity(args) -> int:
-    import torch
-
-    from .api import load_model, reparameterize
-    from .data.datasets import load_classification
-    from .data.preprocess import Preprocess
-    from .optimize.quant import sensitivity
+    from .api import load_model
+    from .optimize.quant import sensitivity_on_data
 
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, input_size=args.input_size)
-    size = model.workbench_input_size
-    pre = Preprocess(size)
-    data = args.data or "builtin"
-    calib = load_classification("builtin" if data.startswith("builtin") else data, "calib" if data.startswith("builtin") else "train", size, 64)
-    ev = load_classification(data, "eval", size, args.eval_limit)
-    s = sensitivity(reparameterize(model).model, torch.from_numpy(pre(calib.images)), torch.from_numpy(pre(ev.images)),
-                    ev.labels if model.workbench_num_classes == ev.num_classes else None)
+    s = sensitivity_on_data(model, args.data or "builtin", eval_limit=args.eval_limit)
     if args.json:
         _print_json(s)
         return 0

@@ -99,9 +99,11 @@ def optimize_model(name: str, steps: dict, *, out: str | os.PathLike, weights: s
     size, n_classes = model.workbench_input_size, model.workbench_num_classes
     with tempfile.TemporaryDirectory(prefix="wb-opt-") as tmp:
         tmp = Path(tmp)
-        before_path = save_state_dict(reparameterize(model).model, tmp / "before.safetensors")
+        deploy_before = reparameterize(model).model
+        before_path = save_state_dict(deploy_before, tmp / "before.safetensors")
         report = {"model": name, "weights": weights, "steps": steps, "num_classes": n_classes, "input_size": size,
-                  "before": _figures(reparameterize(model).model, before_path), "log": []}
+                  "before": _figures(deploy_before, before_path)}
+        del deploy_before
         if steps.get("prune") or steps.get("prune_stages"):
             say(f"pruning {steps.get('prune', 0):.0%} of channels")
             model, pr = prune_channels(model, steps.get("prune", 0.0), norm=steps.get("norm", 1),

@@ -202,6 +202,27 @@ def sensitivity(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, l
             "calib_images": int(len(calib_x)), "eval_images": int(len(eval_x)), "first": names[0], "last": names[-1]}
 
 
+def sensitivity_on_data(model: nn.Module, data: str = "builtin", *, eval_limit: int | None = 500,
+                        per_channel: bool = True, method: str = "minmax", use_labels: bool = True) -> dict:
+    """``sensitivity`` of ``model``'s deploy form on a data set: calibration from its calib split
+    (built-in) or its train split (a folder), scored on its eval split; labels are used when the
+    class counts match (and ``use_labels``). The table records which data it saw."""
+    from ..api import reparameterize
+    from ..data.datasets import load_classification
+    from ..data.preprocess import Preprocess
+
+    size = getattr(model, "workbench_input_size", 224)
+    pre = Preprocess(size)
+    builtin = data.startswith("builtin")
+    calib = load_classification("builtin" if builtin else data, "calib" if builtin else "train", size, 64)
+    ev = load_classification(data, "eval", size, eval_limit)
+    labels = ev.labels if use_labels and getattr(model, "workbench_num_classes", None) == ev.num_classes else None
+    res = sensitivity(reparameterize(model).model, torch.from_numpy(pre(calib.images)), torch.from_numpy(pre(ev.images)),
+                      labels, per_channel=per_channel, method=method)
+    res["data"] = ev.manifest()
+    return res
+
+
 def resolve_keep_float(model: nn.Module, keep: list[str], keep_worst: int = 0, sens: dict | None = None) -> list[str]:
     """Layer names to keep in float: 'first'/'last' resolved, plus the ``keep_worst`` most sensitive."""
     names = quant_layers(model)

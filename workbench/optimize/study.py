@@ -47,14 +47,10 @@ def _eval_export(name: str, weights: str, out: Path, data: str, limit: int | Non
 def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: str = "builtin", eval_limit: int | None = 500,
                 input_size: int | None = None, keep_worst: int = 2, qat_epochs: int = 2, qa_model: str | None = None,
                 qa_weights: str | None = None, qa_epochs: int = 0, formats=("onnx", "tflite"), say=None) -> dict:
-    import torch
-
-    from ..api import load_model, reparameterize
-    from ..data.datasets import load_classification
-    from ..data.preprocess import Preprocess
+    from ..api import load_model
     from ..fsutil import atomic_write_json, atomic_write_text
     from .pipeline import optimize_model
-    from .quant import sensitivity
+    from .quant import sensitivity_on_data
 
     say = say or (lambda m: None)
     out = Path(out_dir)
@@ -64,11 +60,7 @@ def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: st
         raise ConfigError("the INT8 study scores top-1: use a classification model (detection models: workbench eval)")
     size = model.workbench_input_size
     say("per-layer sensitivity (simulated INT8, one layer at a time)")
-    pre = Preprocess(size)
-    calib = torch.from_numpy(pre(load_classification("builtin", "calib", size, 64).images)) if data.startswith("builtin") \
-        else torch.from_numpy(pre(load_classification(data, "train", size, 64).images))
-    ev = load_classification(data, "eval", size, eval_limit)
-    sens = sensitivity(reparameterize(model).model, calib, torch.from_numpy(pre(ev.images)), ev.labels)
+    sens = sensitivity_on_data(model, data, eval_limit=eval_limit)
     variants = []
 
     def add(label: str, rows: list[dict], fp32_ref: float | None, note: str = "") -> None:
@@ -126,7 +118,7 @@ def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: st
     if worst_ptq is not None and worst_ptq >= -1.0:
         verdict += ("; note: plain PTQ is already within 1 pp on this data, so the fixes have little to recover "
                     "here (the large RepVGG INT8 loss is reported on ImageNet-scale training)")
-    study = {"model": name, "weights": weights, "data": ev.manifest(), "input_size": size, "fp32_top1": fp32,
+    study = {"model": name, "weights": weights, "data": sens["data"], "input_size": size, "fp32_top1": fp32,
              "sensitivity": sens, "variants": variants, "verdict": verdict}
     atomic_write_json(out / "study.json", study)
     atomic_write_text(out / "study.md", study_markdown(study))

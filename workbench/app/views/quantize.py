@@ -19,23 +19,14 @@ n_eval = c3.number_input("Evaluation images", min_value=16, max_value=5000, valu
 if st.button("Compute sensitivity", type="primary", key="qs-go"):
     try:
         with st.spinner("Quantizing one layer at a time..."):
-            import torch
-
-            from workbench.api import load_model, reparameterize
-            from workbench.data.datasets import load_classification
-            from workbench.data.preprocess import Preprocess
-            from workbench.optimize.quant import sensitivity
+            from workbench.api import load_model
+            from workbench.optimize.quant import sensitivity_on_data
 
             model = load_model(sel["name"], weights=sel.get("weights"), num_classes=sel["num_classes"],
                                input_size=sel["input_size"])
-            size = model.workbench_input_size
-            pre = Preprocess(size)
-            calib = load_classification("builtin", "calib", size, 64)
-            ev = load_classification("builtin", "eval", size, int(n_eval))
-            labels = ev.labels if model.workbench_num_classes == ev.num_classes and sel.get("weights") else None
-            st.session_state["sens"] = {"model": sel["name"], **sensitivity(
-                reparameterize(model).model, torch.from_numpy(pre(calib.images)), torch.from_numpy(pre(ev.images)),
-                labels, per_channel=per_channel, method=method)}
+            st.session_state["sens"] = {"model": sel["name"], **sensitivity_on_data(
+                model, "builtin", eval_limit=int(n_eval), per_channel=per_channel, method=method,
+                use_labels=bool(sel.get("weights")))}
     except WorkbenchError as e:
         widgets.show_error(e)
 s = st.session_state.get("sens")

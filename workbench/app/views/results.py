@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.app import common, widgets
-from workbench.errors import WorkbenchError
 
 st.title("Results")
 run_dir = widgets.run_picker("Run", "res-run", default=st.query_params.get("run"))
