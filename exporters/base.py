@@ -1,14 +1,24 @@
-"""The exporter protocol, the capability table and the manifest row.
+"""The format contract: one class per format, registered in ``exporters.FORMATS``.
 
-One small protocol: an exporter turns a PyTorch model into one artifact file for one
-precision. Everything about a format that callers need to know sits in ``CAPABILITIES``.
+A format knows its capability (suffix, precisions, options, where it runs, whether it runs
+here), how to convert a job into an artifact (inside the isolated worker), and how to load an
+artifact into a callable runner that fidelity, evaluation and latency share. Callers look a
+format up; nobody outside ``exporters/`` compares a format name to a string.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .records import ConvertJob, ConvertResult, SkipCombination
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int16x8", "pal4", "pal6", "pal8")
+
+# A loaded artifact: NCHW float32 inputs (N images) -> the model's outputs, in the source's order
+Runner = Callable[[np.ndarray], list]
 
 
 @dataclass(frozen=True)
@@ -20,84 +30,61 @@ class Capability:
     runs_on: str  # where the artifact can run
     runnable_here: bool  # can this host (Linux x86) execute it for fidelity checks
     precision_notes: dict = field(default_factory=dict)
+    runtime: str | None = None  # the runtime that executes it here (None: not runnable here)
+    not_runnable_reason: str = ""  # why not, when not runnable here
+    # precision -> the arithmetic a device computes in (weight-only formats compute in float)
+    compute_precision: dict = field(default_factory=dict)
 
 
-CAPABILITIES: dict[str, Capability] = {
-    "onnx": Capability(
-        "onnx", ".onnx", ("fp32", "fp16", "int8", "int8-dynamic"),
-        ("opset", "simplify"),
-        "ONNX Runtime (CPU here; CUDA/TensorRT/CoreML/NNAPI execution providers on targets)", True,
-        {"int8": "static QDQ, per-channel weights, calibrated",
-         "int8-dynamic": "dynamic quantization of MatMul/Gemm only (ConvInteger does not load in ORT CPU)",
-         "fp16": "weights and activations fp16, fp32 inputs/outputs"}),
-    "tflite": Capability(
-        "tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8", "int16x8"),
-        ("nchw", "int8_io", "route"),
-        "LiteRT / TFLite interpreter (CPU XNNPACK here; GPU delegate, NNAPI on phones)", True,
-        {"fp16": "fp16 weights, the GPU delegate's native precision (CPU dequantizes)",
-         "int8-dynamic": "dynamic-range: int8 weights, float activations",
-         "int8": "full integer with calibration; float I/O unless int8_io",
-         "int16x8": "16-bit activations, 8-bit weights (accurate; no XNNPACK/GPU kernels: slow on CPU)"}),
-    "coreml": Capability(
-        "coreml", ".mlpackage", ("fp32", "fp16", "int8", "pal4", "pal6", "pal8"),
-        ("image_input",),
-        "Core ML on iOS/macOS (prediction needs macOS; not runnable on this Linux host)", False,
-        {"int8": "linear int8 weight quantization (fp16 compute)",
-         "pal4": "4-bit k-means palettized weights", "pal6": "6-bit palettized",
-         "pal8": "8-bit palettized"}),
-}
+class Format:
+    """Base class of a format. Subclasses set ``capability`` and implement ``convert`` and,
+    when ``runnable_here``, ``load``."""
 
+    capability: Capability
 
-def supports(fmt: str, precision: str) -> tuple[bool, str]:
-    cap = CAPABILITIES.get(fmt)
-    if cap is None:
-        return False, f"unknown format {fmt!r}"
-    if precision not in cap.precisions:
-        return False, f"{fmt} has no {precision} variant (it offers {', '.join(cap.precisions)})"
-    return True, ""
+    @property
+    def name(self) -> str:
+        return self.capability.format
 
+    @property
+    def suffix(self) -> str:
+        return self.capability.suffix
 
-class SkipCombination(Exception):
-    """The combination cannot be made for a reason that is not a failure (recorded as skipped)."""
+    @property
+    def runs_here(self) -> bool:
+        return self.capability.runnable_here
 
+    def supports(self, precision: str) -> tuple[bool, str]:
+        if precision not in self.capability.precisions:
+            return False, f"{self.name} has no {precision} variant (it offers {', '.join(self.capability.precisions)})"
+        return True, ""
 
-@dataclass
-class ConvertResult:
-    """What a converter reports back (inside its worker process)."""
+    def has_option(self, option: str) -> bool:
+        return option in self.capability.options
 
-    route: str
-    notes: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
+    def compute_precision(self, precision: str) -> str:
+        return self.capability.compute_precision.get(precision, precision)
 
+    def stages(self, options: dict) -> tuple[str, ...]:
+        """Worker processes one conversion takes (a shared preparation stage, then convert)."""
+        return ("convert",)
 
-class Exporter(Protocol):
-    format: str
+    def prepare(self, job: ConvertJob, load_model) -> ConvertResult:
+        return ConvertResult()
 
-    def convert(self, model, out_path: str, precision: str, options: dict, calib) -> ConvertResult:
-        """Write the artifact for ``precision`` to ``out_path``; raise on failure."""
+    def convert(self, job: ConvertJob, load_model) -> ConvertResult:
+        """Write the artifact for ``job.precision`` to ``job.out_path``; raise on failure,
+        ``SkipCombination`` when the combination cannot be made. ``load_model()`` returns the
+        (deploy) torch model, loaded once and only when the conversion needs it."""
+        raise NotImplementedError
 
+    def load(self, path: str | Path, *, threads: int = 2, options: dict | None = None) -> Runner:
+        raise SkipCombination(f"{self.name} artifacts cannot run on this host: {self.capability.not_runnable_reason}")
 
-@dataclass
-class ArtifactRecord:
-    model: str
-    format: str
-    precision: str
-    route: str | None
-    path: str | None
-    sha256: str | None
-    size_bytes: int | None
-    status: str  # ok | failed | skipped
-    reason: str | None
-    export_seconds: float | None
-    peak_rss_mb: float | None
-    fidelity: dict | None
-    gpu_delegate: dict | None
-    runnable_here: bool
-    toolchain: dict
-    notes: list[str] = field(default_factory=list)
-    gate: dict | None = None
-    validation: dict | None = None
-    stages: list = field(default_factory=list)  # per-process time and peak memory
+    def inspect(self, path: str | Path) -> dict:
+        """Static facts about an artifact worth recording beside its fidelity (e.g. GPU placement)."""
+        return {}
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def latency_warnings(self, path: str | Path) -> list[str]:
+        """Known slow paths of this artifact on a CPU runtime."""
+        return []

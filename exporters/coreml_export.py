@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .base import ConvertResult, SkipCombination
-from .common import MainOutput, output_names, provenance
+from .base import Capability, Format
+from .provenance import stamp
+from .records import ConvertJob, ConvertResult, ModelInfo, SkipCombination
 
 
 def _weights_from_program(prog) -> list[np.ndarray]:
@@ -32,7 +32,9 @@ def _weights_from_program(prog) -> list[np.ndarray]:
     return out
 
 
-def weight_snr_db(model: torch.nn.Module, prog) -> dict:
+def weight_snr_db(model, prog) -> dict:
+    import torch
+
     ref = [m.weight.detach().float().numpy() for m in model.modules()
            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     got = _weights_from_program(prog)
@@ -55,11 +57,14 @@ def weight_snr_db(model: torch.nn.Module, prog) -> dict:
             "weights_total": len(ref)}
 
 
-def convert(model, out_path: str, precision: str, options: dict, calib) -> ConvertResult:
+def _convert(model, info: ModelInfo, out_path: str, precision: str, options: dict, version: str) -> ConvertResult:
     import coremltools as ct
     import coremltools.optimize.coreml as cto
+    import torch
 
-    size = model.workbench_input_size
+    from .common import MainOutput
+
+    size = info.input_size
     wrapped = MainOutput(model).eval()
     x = torch.zeros(1, 3, size, size)
     traced = torch.jit.trace(wrapped, x)
@@ -68,7 +73,7 @@ def convert(model, out_path: str, precision: str, options: dict, calib) -> Conve
                            bias=[-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225])
     else:
         inp = ct.TensorType(name="input", shape=(1, 3, size, size), dtype=np.float32)
-    outs = [ct.TensorType(name=n, dtype=np.float32) for n in output_names(model)]
+    outs = [ct.TensorType(name=n, dtype=np.float32) for n in info.output_names]
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     if precision not in ("fp32", "fp16", "int8", "pal4", "pal6", "pal8"):
         raise SkipCombination(f"coreml has no {precision} variant")
@@ -92,7 +97,7 @@ def convert(model, out_path: str, precision: str, options: dict, calib) -> Conve
         cfg = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=nbits, mode="kmeans"))
         ml = cto.palettize_weights(ml, config=cfg)
         notes.append(f"{nbits}-bit k-means palettized weights, fp16 compute")
-    meta = provenance(model, "coreml", precision, "coremltools")
+    meta = stamp(info, "coreml", precision, "coremltools", version)
     ml.user_defined_metadata.update(meta)
     ml.short_description = f"{meta['model']} ({precision}) exported by edge-workbench"
     validation = weight_snr_db(model, ml._mil_program)
@@ -111,3 +116,21 @@ def convert(model, out_path: str, precision: str, options: dict, calib) -> Conve
     validation["spec_version"] = int(spec.specificationVersion)
     validation["metadata_ok"] = dict(spec.description.metadata.userDefined).get("producer") == "edge-workbench"
     return ConvertResult(route="coremltools", notes=notes, extra={"validation": validation})
+
+
+NEEDS_MACOS = "not runnable on this host (needs macOS)"
+
+
+class CoreMLFormat(Format):
+    capability = Capability(
+        "coreml", ".mlpackage", ("fp32", "fp16", "int8", "pal4", "pal6", "pal8"),
+        ("image_input", "quant"),
+        "Core ML on iOS/macOS (prediction needs macOS; not runnable on this Linux host)", False,
+        {"int8": "linear int8 weight quantization (fp16 compute)",
+         "pal4": "4-bit k-means palettized weights", "pal6": "6-bit palettized",
+         "pal8": "8-bit palettized"},
+        not_runnable_reason="needs macOS",
+        compute_precision={"int8": "fp16", "pal4": "fp16", "pal6": "fp16", "pal8": "fp16"})
+
+    def convert(self, job: ConvertJob, load_model) -> ConvertResult:
+        return _convert(load_model(), job.model.info, job.out_path, job.precision, job.options, job.producer_version)

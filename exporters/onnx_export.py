@@ -5,21 +5,24 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .base import ConvertResult, SkipCombination
-from .common import MainOutput, output_names, provenance
+from .base import Capability, Format
+from .records import ConvertJob, ConvertResult, ModelInfo, SkipCombination
+from .provenance import stamp
 
 OPSET = 17
 
 
-def export_fp32(model, path: Path, input_size: int) -> list[str]:
+def export_fp32(model, path: Path, info: ModelInfo) -> list[str]:
     """torch -> ONNX (TorchScript exporter: one self-contained file), checked and simplified."""
     import onnx
+    import torch
+
+    from .common import MainOutput
 
     notes = []
-    x = torch.zeros(1, 3, input_size, input_size)
-    names = output_names(model)
+    x = torch.zeros(1, 3, info.input_size, info.input_size)
+    names = info.output_names
     torch.onnx.export(MainOutput(model).eval(), (x,), str(path), opset_version=OPSET,
                       input_names=["input"], output_names=names, do_constant_folding=True,
                       dynamo=False)
@@ -39,12 +42,12 @@ def export_fp32(model, path: Path, input_size: int) -> list[str]:
     return notes
 
 
-def ensure_fp32(model, base: Path) -> list[str]:
+def ensure_fp32(model, base: Path, info: ModelInfo) -> list[str]:
     """The fp32 ONNX file every ONNX precision (and the onnx2tf route) starts from, built once."""
     if base.exists():
         return []
     tmp = base.with_name(base.name + ".partial")
-    notes = export_fp32(model, tmp, model.workbench_input_size)
+    notes = export_fp32(model, tmp, info)
     os.replace(tmp, base)
     return notes
 
@@ -70,10 +73,23 @@ class _Reader:
         return next(self.data, None)
 
 
-def convert(model, out_path: str, precision: str, options: dict, calib, base_fp32: Path) -> ConvertResult:
+def onnx_nodes_for(layers: list[str], onnx_path: str | Path) -> list[str]:
+    """ONNX node names (torch.onnx scope names) of the given torch layer names."""
+    import onnx
+
+    nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
+    out = []
+    for layer in layers:
+        out += [n.name for n in nodes if n.name.startswith("/")
+                and ".".join(n.name.split("/")[1:-1]).removeprefix("model.") == layer]
+    return out
+
+
+def _convert(model, info: ModelInfo, out_path: str, precision: str, options: dict, calib, base_fp32: Path,
+             version: str) -> ConvertResult:
     out = Path(out_path)
     notes: list[str] = []
-    notes += ensure_fp32(model, base_fp32)
+    notes += ensure_fp32(model, base_fp32, info)
     if precision == "fp32":
         out.write_bytes(base_fp32.read_bytes())
     elif precision == "fp16":
@@ -84,8 +100,6 @@ def convert(model, out_path: str, precision: str, options: dict, calib, base_fp3
         onnx.save(m16, str(out))
     elif precision == "int8":
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-        from workbench.optimize.quant import onnx_nodes_for
 
         if calib is None or len(calib) == 0:
             raise ValueError("int8 needs calibration data")
@@ -116,6 +130,27 @@ def convert(model, out_path: str, precision: str, options: dict, calib, base_fp3
         notes.append("dynamic quantization of MatMul/Gemm only; convolutions stay float")
     else:
         raise SkipCombination(f"onnx has no {precision} variant")
-    _stamp(out, provenance(model, "onnx", precision, "torch.onnx"))
+    _stamp(out, stamp(info, "onnx", precision, "torch.onnx", version))
     return ConvertResult(route="torch.onnx", notes=notes, extra={"opset": OPSET})
 
+
+
+class OnnxFormat(Format):
+    capability = Capability(
+        "onnx", ".onnx", ("fp32", "fp16", "int8", "int8-dynamic"),
+        ("opset", "simplify", "quant", "keep_float"),
+        "ONNX Runtime (CPU here; CUDA/TensorRT/CoreML/NNAPI execution providers on targets)", True,
+        {"int8": "static QDQ, per-channel weights, calibrated",
+         "int8-dynamic": "dynamic quantization of MatMul/Gemm only (ConvInteger does not load in ORT CPU)",
+         "fp16": "weights and activations fp16, fp32 inputs/outputs"},
+        runtime="onnxruntime")
+
+    def convert(self, job: ConvertJob, load_model) -> ConvertResult:
+        calib = np.load(job.calib) if job.calib else None
+        return _convert(load_model(), job.model.info, job.out_path, job.precision, job.options, calib,
+                        Path(job.work_dir) / "base_fp32.onnx", job.producer_version)
+
+    def load(self, path, *, threads: int = 2, options: dict | None = None):
+        from .runtime import onnx_runner
+
+        return onnx_runner(str(path), threads)

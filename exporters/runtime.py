@@ -1,4 +1,6 @@
-"""Run an artifact here (ONNX Runtime, LiteRT) on NCHW float32 inputs; one image at a time."""
+"""Runners for artifacts runnable here (ONNX Runtime, LiteRT): NCHW float32 inputs, one image at a time.
+
+A format's ``load`` returns one of these; fidelity, evaluation and the study share them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def run_onnx(path: str, inputs: np.ndarray, threads: int = 2) -> list[np.ndarray]:
+def onnx_runner(path: str, threads: int = 2):
+    """A callable over an ONNX Runtime CPU session (created once)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -14,8 +17,11 @@ def run_onnx(path: str, inputs: np.ndarray, threads: int = 2) -> list[np.ndarray
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: inputs[i : i + 1].astype(np.float32)}) for i in range(len(inputs))]
-    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+    def run(inputs: np.ndarray) -> list[np.ndarray]:
+        outs = [sess.run(None, {name: inputs[i : i + 1].astype(np.float32)}) for i in range(len(inputs))]
+        return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+    return run
 
 
 def _quantize_in(x: np.ndarray, det: dict) -> np.ndarray:
@@ -41,12 +47,17 @@ def _output_order(names: list[str]) -> list[str]:
     return names
 
 
-def run_tflite(path: str, inputs: np.ndarray, threads: int = 2, nchw: bool = False) -> list[np.ndarray]:
-    """Through the signature runner when the file has one, else through tensor indices (the
-    subgraph's output order, which follows the source graph's)."""
+def tflite_runner(path: str, threads: int = 2, nchw: bool = False):
+    """A callable over one LiteRT interpreter (created once)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), num_threads=threads)
+    return lambda inputs: _run_tflite(it, inputs, nchw)
+
+
+def _run_tflite(it, inputs: np.ndarray, nchw: bool) -> list[np.ndarray]:
+    """Through the signature runner when the file has one, else through tensor indices (the
+    subgraph's output order, which follows the source graph's)."""
     results: list[list[np.ndarray]] = []
     if it.get_signature_list():
         runner = it.get_signature_runner()
@@ -74,11 +85,3 @@ def run_tflite(path: str, inputs: np.ndarray, threads: int = 2, nchw: bool = Fal
 def _prepare(x: np.ndarray, nchw: bool) -> np.ndarray:
     x = x.astype(np.float32)
     return x if nchw else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-
-def run_artifact(path: str | Path, fmt: str, inputs: np.ndarray, *, threads: int = 2, nchw: bool = False) -> list[np.ndarray]:
-    if fmt == "onnx":
-        return run_onnx(str(path), inputs, threads)
-    if fmt == "tflite":
-        return run_tflite(str(path), inputs, threads, nchw)
-    raise RuntimeError(f"{fmt} artifacts cannot run on this host")

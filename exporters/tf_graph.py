@@ -35,15 +35,15 @@ class Value:
     nhwc: bool = False
 
 
-def _leaf_types():
-    from workbench.models.ssd import L2Norm
-
-    return (L2Norm,)
+def _is_custom(m: nn.Module) -> bool:
+    """A module that maps itself (the model side defines it; exporters import no model code):
+    ``tf_params() -> {name: ndarray}`` and ``tf_call(tf, x_nhwc, params) -> tensor``."""
+    return callable(getattr(m, "tf_call", None)) and callable(getattr(m, "tf_params", None))
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, _leaf_types()) or super().is_leaf_module(m, qualname)
+        return _is_custom(m) or super().is_leaf_module(m, qualname)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -125,8 +125,9 @@ class GraphBuilder:
                 scale = _np(m.weight) / std
                 self._var(key + ".scale", scale)
                 self._var(key + ".shift", _np(m.bias) - _np(m.running_mean) * scale)
-            elif isinstance(m, _leaf_types()):
-                self._var(key + ".w", _np(m.weight))
+            elif _is_custom(m):
+                for pname, arr in m.tf_params().items():
+                    self._var(f"{key}.{pname}", np.asarray(arr, np.float32))
 
     # -- graph walk -----------------------------------------------------------------------
     def build(self):
@@ -280,9 +281,9 @@ class GraphBuilder:
             y = tf.nn.local_response_normalization(x.t, depth_radius=m.size // 2, bias=m.k,
                                                    alpha=m.alpha / m.size, beta=m.beta)
             return Value(y, x.shape, True)
-        if isinstance(m, _leaf_types()):  # SSD L2Norm over channels
-            norm = tf.sqrt(tf.reduce_sum(tf.square(x.t), axis=3, keepdims=True)) + m.eps
-            return Value(x.t / norm * self._vars[key + ".w"], x.shape, True)
+        if _is_custom(m):  # e.g. SSD's L2Norm over channels, mapped by the model's own tf_call
+            params = {n: self._vars[f"{key}.{n}"] for n in m.tf_params()}
+            return Value(m.tf_call(tf, x.t, params), x.shape, True)
         raise UnsupportedOp(f"module {type(m).__name__} at {key}")
 
     def _conv(self, key: str, m: nn.Conv2d, x: Value) -> Value:

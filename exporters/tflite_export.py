@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ConvertResult, SkipCombination
+from .base import Capability, Format
+from .records import ConvertJob, ConvertResult, ModelInfo, SkipCombination, Status
 
 
 def _quiet_tf():
@@ -36,12 +37,12 @@ def _quiet_tf():
     return tf
 
 
-def build_saved_model(model, saved_dir: Path, nchw: bool) -> dict:
+def build_saved_model(model, info: ModelInfo, saved_dir: Path, nchw: bool) -> dict:
     """torch (deploy) model -> SavedModel; frees the graph builder before returning."""
     tf = _quiet_tf()
     from .tf_graph import GraphBuilder
 
-    gb = GraphBuilder(model, model.workbench_input_size, nchw_input=nchw)
+    gb = GraphBuilder(model, info.input_size, nchw_input=nchw)
     holder, cf = gb.build()
     tmp = saved_dir.with_name(saved_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -203,31 +204,80 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
             "so the workbench validates the file itself"]
 
 
-def convert(model_loader, out_path: str, precision: str, options: dict, calib, work: Path,
-            onnx_base: Path | None = None, onnx_builder=None) -> ConvertResult:
-    out = Path(out_path)
-    nchw = bool(options.get("nchw"))
-    int8_io = bool(options.get("int8_io"))
-    route = options.get("route", "auto")
-    notes: list[str] = []
-    extra: dict = {"layout": "NCHW" if nchw else "NHWC"}
-    if route in ("auto", "tf-direct"):
-        saved = saved_model_dir(work, nchw)
-        try:
-            if not saved.exists():
-                extra["graph_ops"] = build_saved_model(model_loader(), saved, nchw)
-            notes += convert_saved_model(saved, out, precision, calib, nchw, int8_io, options.get("quant"))
-            return ConvertResult(route="tf-direct", notes=notes, extra=extra)
-        except SkipCombination:
-            raise
-        except Exception as e:
-            from .tf_graph import UnsupportedOp
+ROUTES = ("auto", "tf-direct", "onnx2tf")
 
-            if route == "tf-direct" or not isinstance(e, UnsupportedOp):
-                raise
-            notes.append(f"tf-direct cannot map {e}; fell back to onnx2tf")
-    if onnx_base is None or onnx_builder is None:
-        raise RuntimeError("the onnx2tf route needs the fp32 ONNX file")
-    onnx_builder()
-    notes += convert_onnx2tf(onnx_base, out, precision, calib, nchw, work)
-    return ConvertResult(route="onnx2tf", notes=notes, extra=extra)
+
+class TFLiteFormat(Format):
+    capability = Capability(
+        "tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8", "int16x8"),
+        ("nchw", "int8_io", "route", "quant", "keep_float"),
+        "LiteRT / TFLite interpreter (CPU XNNPACK here; GPU delegate, NNAPI on phones)", True,
+        {"fp16": "fp16 weights, the GPU delegate's native precision (CPU dequantizes)",
+         "int8-dynamic": "dynamic-range: int8 weights, float activations",
+         "int8": "full integer with calibration; float I/O unless int8_io",
+         "int16x8": "16-bit activations, 8-bit weights (accurate; no XNNPACK/GPU kernels: slow on CPU)"},
+        runtime="litert")
+
+    def stages(self, options: dict) -> tuple[str, ...]:
+        # tf-direct builds one SavedModel shared by every precision, in a process of its own
+        return ("convert",) if options.get("route") == "onnx2tf" else ("prepare", "convert")
+
+    def prepare(self, job: ConvertJob, load_model) -> ConvertResult:
+        """tf-direct stage 1. A model tf-direct cannot map falls back to onnx2tf here, and only here."""
+        from .tf_graph import UnsupportedOp
+
+        nchw = bool(job.options.get("nchw"))
+        saved = saved_model_dir(Path(job.work_dir), nchw)
+        if saved.exists():
+            return ConvertResult(extra={"cached": True})
+        try:
+            counts = build_saved_model(load_model(), job.model.info, saved, nchw)
+        except UnsupportedOp as e:
+            if job.options.get("route") == "tf-direct":
+                return ConvertResult(status=Status.FAILED, reason=f"tf-direct cannot map {e}; try --route onnx2tf")
+            return ConvertResult(status=Status.UNSUPPORTED, reason=f"tf-direct cannot map {e}; used onnx2tf",
+                                 extra={"fallback_options": {"route": "onnx2tf"}})
+        return ConvertResult(extra={"graph_ops": counts})
+
+    def convert(self, job: ConvertJob, load_model) -> ConvertResult:
+        out = Path(job.out_path)
+        work = Path(job.work_dir)
+        options, precision = job.options, job.precision
+        nchw = bool(options.get("nchw"))
+        calib = np.load(job.calib) if job.calib else None
+        extra: dict = {"layout": "NCHW" if nchw else "NHWC"}
+        if options.get("route", "auto") != "onnx2tf":
+            saved = saved_model_dir(work, nchw)
+            if not saved.exists():
+                extra["graph_ops"] = build_saved_model(load_model(), job.model.info, saved, nchw)
+            notes = convert_saved_model(saved, out, precision, calib, nchw, bool(options.get("int8_io")),
+                                        options.get("quant"))
+            return ConvertResult(route="tf-direct", notes=notes, extra=extra)
+        base = work / "base_fp32.onnx"
+        if not base.exists():
+            from .onnx_export import ensure_fp32  # imports torch: only on the onnx2tf route
+
+            ensure_fp32(load_model(), base, job.model.info)
+        notes = convert_onnx2tf(base, out, precision, calib, nchw, work)
+        return ConvertResult(route="onnx2tf", notes=notes, extra=extra)
+
+    def load(self, path, *, threads: int = 2, options: dict | None = None):
+        from .runtime import tflite_runner
+
+        return tflite_runner(str(path), threads, nchw=bool((options or {}).get("nchw")))
+
+    def inspect(self, path) -> dict:
+        from .gpu_delegate import analyze
+
+        return {"gpu_delegate": analyze(str(path))}
+
+    def latency_warnings(self, path) -> list[str]:
+        """Known slow paths worth a loud warning (measured here: INT16-activation INT8 runs ~40x slower)."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        dtypes = {getattr(t["dtype"], "__name__", str(t["dtype"])) for t in it.get_tensor_details()}
+        if "int16" in dtypes:
+            return ["TRAP: int16 activations (16x8 quantization): XNNPACK has no kernels for them, so they run on "
+                    "TFLite's reference kernels, typically tens of times slower than int8 or fp32"]
+        return []

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workbench.export import ExportOptions, export_model, toolchain_versions  # noqa: E402
+from exporters.provenance import toolchain_versions  # noqa: E402
+from workbench.export import ExportOptions, export_model  # noqa: E402
 
 
 def litert_median_ms(path: str, threads: int = 2, runs: int = 50, warmup: int = 10) -> float:
@@ -65,7 +66,7 @@ def p50(path: str, device: str = "host") -> dict:
 def latency_section(out: Path, exports: dict, targets: list, rows: list) -> None:
     """Issue 4's figures: deploy vs train-time, int8 vs fp32, repvgg-a0 vs resnet18, achieved
     GMAC/s against the probed peak, estimate error, and repeat stability."""
-    from workbench.api import model_summary
+    from workbench.core import model_summary
     from workbench.bench.estimate import probe_host
 
     threads = len(os.sched_getaffinity(0))
@@ -125,7 +126,8 @@ def latency_section(out: Path, exports: dict, targets: list, rows: list) -> None
 
 def pruning_section(out: Path, targets: list) -> None:
     """Structured pruning of RepVGG-A0 (30%, channels rounded to 8): MACs and measured host latency."""
-    from workbench.optimize.pipeline import compare_before_after, optimize_model
+    from workbench.optimize.pipeline import optimize_model
+    from workbench.studies.before_after import compare_before_after
 
     rep = optimize_model("repvgg-a0", {"prune": 0.3}, out=out / "pruning" / "repvgg-a0-p0.3.safetensors", input_size=224)
     m = compare_before_after("repvgg-a0", rep, data="builtin", eval_limit=50, work=out / "pruning" / "measure")

@@ -72,7 +72,9 @@ def test_int16_activation_trap_is_flagged(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    from workbench.bench.measure import tflite_traps
+    from exporters import get_format
+
+    tflite_traps = get_format("tflite").latency_warnings
 
     w = tf.constant(np.random.default_rng(0).standard_normal((3, 3, 3, 8)).astype(np.float32))
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from workbench.api import load_model
+from workbench.core import load_model
 from workbench.checkpoints import detect_layout, read_state_dict
 from workbench.errors import CheckpointError, UnsafeCheckpointError
 from workbench.registry import create_model
@@ -34,7 +34,7 @@ def test_official_repvgg_train_file_with_wrappers(tmp_path):
     p = tmp_path / "RepVGG-tiny-deploy.pth"  # a misleading name: the keys decide
     torch.save(wrapped, p)
     m = load_model("repvgg-tiny", weights=p)
-    assert m.workbench_num_classes == 5 and hasattr(m.stage0, "rbr_dense")
+    assert m.model_info.num_classes == 5 and hasattr(m.stage0, "rbr_dense")
     assert _same_outputs(src, m, 64)
 
 
@@ -106,7 +106,7 @@ def test_ssd300_torchvision_layout(tmp_path):
     torch.save(sd, p)
     assert detect_layout(read_state_dict(p)) == "ssd-torchvision"
     m = load_model("ssd300-vgg16", weights=p)
-    assert m.workbench_num_classes == 91
+    assert m.model_info.num_classes == 91
     assert torch.equal(m.vgg[31].weight, sd["backbone.extra.0.7.1.weight"])  # dilated conv6
     assert torch.equal(m.L2Norm.weight, sd["backbone.scale_weight"])
     assert torch.equal(m.conf[5].bias, sd["head.classification_head.module_list.5.bias"])

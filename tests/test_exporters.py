@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from exporters.base import CAPABILITIES, supports
+from exporters import CAPABILITIES, supports
 from exporters.gpu_delegate import GPU_OPS, analyze
 from workbench.errors import ConfigError
 from workbench.export import ExportOptions, export_model

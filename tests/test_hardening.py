@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from workbench.bench.profiles import parse_profile
 from workbench.cli import main
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.sweep import _lock, load_sweep, safe_name
+from workbench.executor.run import _lock
+from workbench.sweep import load_sweep, safe_name
 
 # --- corrupted artifacts handed to bench and eval --------------------------------------------
 
@@ -142,7 +143,7 @@ def test_safetensors_with_mismatched_shapes_names_the_tensors(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from workbench.api import load_model
+    from workbench.core import load_model
     from workbench.errors import CheckpointError
     from workbench.registry import create_model
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from workbench.api import load_model, save_state_dict
+from workbench.core import load_model, save_state_dict
 from workbench.cli import main
 from workbench.errors import CheckpointError, ConfigError
 from workbench.optimize.prune import prune_channels
@@ -22,7 +22,7 @@ def test_pruning_30_percent_removes_macs_and_stays_exact(name):
     m = randomize_bn(create_model(name))
     m, rep = prune_channels(m, 0.3)
     assert rep["macs_reduction"] >= 0.25 and rep["params_after"] < rep["params_before"]
-    size = m.workbench_input_size
+    size = m.model_info.input_size
     r = compare_outputs(m, reparameterize_model(m), torch.randn(1, 3, size, size))
     assert r.relative_max_diff <= 1e-5 and r.cosine >= 0.999999
 
@@ -101,11 +101,11 @@ def test_optimize_pipeline_errors():
 
 @pytest.mark.parametrize("name", ["qarepvgg-tiny", "qarepvgg-a0", "qarepvgg-b1g4"])
 def test_qarepvgg_reparameterizes_exactly_into_the_repvgg_deploy_shape(name):
-    from workbench.api import model_summary
+    from workbench.core import model_summary
 
     torch.manual_seed(0)
     m = randomize_bn(create_model(name))
-    size = m.workbench_input_size
+    size = m.model_info.input_size
     d = reparameterize_model(m)
     r = compare_outputs(m, d, torch.randn(2, 3, size, size))
     assert r.relative_max_diff <= 1e-5 and r.cosine >= 0.999999
@@ -173,7 +173,9 @@ def test_keep_float_unknown_layer_is_one_line():
 
 
 def test_tflite_int16x8_variant_is_made_and_flagged(tmp_path):
-    from workbench.bench.measure import tflite_traps
+    from exporters import get_format
+
+    tflite_traps = get_format("tflite").latency_warnings
     from workbench.export import ExportOptions, export_model
 
     man = export_model("repvgg-tiny", out_dir=tmp_path / "e", input_size=32,
@@ -211,7 +213,7 @@ def test_qat_returns_a_plain_deploy_model_that_quantizes_well(trained_tiny, tmp_
 
 
 def test_quant_study_report(trained_tiny, tmp_path):
-    from workbench.optimize.study import quant_study
+    from workbench.studies.int8_study import quant_study
 
     st = quant_study("repvgg-tiny", str(trained_tiny), tmp_path / "study", input_size=48, eval_limit=200, keep_worst=1,
                      qat_epochs=1, qa_model="qarepvgg-tiny", qa_epochs=3, formats=("onnx",))

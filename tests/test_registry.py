@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.api import model_summary
+from workbench.core import model_summary
 from workbench.errors import ModelConfigError, UnknownModelError
 from workbench.registry import create_model, get_spec, list_models, register_model
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from workbench.api import reparameterize
+from workbench.core import reparameterize
 from workbench.registry import create_model, list_models
 from workbench.reparam import compare_outputs, identity_kernel, is_deploy, reparameterize_model
 from workbench.stats import count_params
@@ -48,7 +48,7 @@ def test_conv_bn_fusion_matches_at_224(name):
 @pytest.mark.parametrize("name", ["ssd300-vgg16", "ssd-tiny"])
 def test_ssd_fusion(name):
     torch.manual_seed(2)
-    size = create_model("ssd-tiny").workbench_input_size if name == "ssd-tiny" else 300
+    size = create_model("ssd-tiny").model_info.input_size if name == "ssd-tiny" else 300
     for bn in (False, True):
         m = randomize_bn(create_model(name, batch_norm=bn))
         _assert_equivalent(m, size)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workbench.api import model_summary
+from workbench.core import model_summary
 from workbench.bench.measure import bench_artifact, estimate_artifact
 from workbench.bench.runners import Protocol
 from workbench.cli import main

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "create_model": "registry", "list_models": "registry", "get_spec": "registry",
     "register_model": "registry", "reparameterize_model": "reparam", "fuse_conv_bn": "reparam",
-    "load_model": "api", "model_summary": "api", "reparameterize": "api",
+    "load_model": "core", "model_summary": "core", "reparameterize": "core",
     "read_state_dict": "checkpoints", "WorkbenchError": "errors",
 }
 

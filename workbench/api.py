@@ -1,170 +1,42 @@
-"""The library API. The CLI and the dashboard are thin shells over these functions."""
+"""The public API: everything the CLI and the dashboard call (an import contract holds them to it).
+
+Import it where it is needed (``from workbench import api``); it loads torch and the pipeline, so
+shells import it inside their commands to keep ``workbench --help`` and the dashboard's start fast.
+"""
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from exporters import CAPABILITIES, FORMATS, PRECISIONS, Status, get_format
 
-import torch
-import torch.nn as nn
+from .bench.measure import bench_target
+from .bench.profiles import PROFILE_DIR, get_profile, load_profiles
+from .bench.runners import Protocol
+from .core import (block_structure, load_model, model_summary, reparameterize, save_state_dict,
+                   zoo_table)
+from .demo import run_demo
+from .errors import ConfigError, WorkbenchError
+from .evaluate import evaluate_target
+from .executor import Plan, execute
+from .export import ExportOptions, export_model
+from .fsutil import atomic_write_json
+from .jobs import allocate, list_runs, start, status
+from .optimize.pipeline import optimize_model
+from .optimize.quant import sensitivity_on_data
+from .registry import list_models
+from .report.build import validate_run
+from .report.compare import compare_runs
+from .report.render import cells as report_cells
+from .report.render import pareto, write_reports
+from .studies.before_after import compare_before_after
+from .studies.int8_study import quant_study
+from .sweep import load_sweep, run_sweep, safe_name, sweep_to_toml
+from .train import TrainConfig, train
 
-from .checkpoints import apply_state_dict, infer_num_classes, is_deploy_layout, read_state_dict, to_native_layout
-from .errors import CheckpointError
-from .registry import create_model, get_spec, list_models, resolve_input_size
-from .reparam import EquivalenceReport, compare_outputs, is_deploy, reparameterize_model
-from .stats import count_params, layer_stats
-
-
-def load_model(name: str, *, weights: str | os.PathLike | None = None, num_classes: int | None = None,
-               input_size: int | None = None, deploy: bool | None = None) -> nn.Module:
-    """Build ``name`` and load ``weights`` into it.
-
-    The class count defaults to the file's (read from its head) and the form (train-time or
-    deploy) to the file's layout, so official deploy files load without extra flags.
-    """
-    if weights is None:
-        return create_model(name, num_classes=num_classes, input_size=input_size, deploy=bool(deploy))
-    sd = to_native_layout(read_state_dict(weights))
-    from .checkpoints import read_metadata
-    from .optimize.prune import PRUNED_MARKER, adapt_to_state_dict
-
-    pruned = read_metadata(weights).get(PRUNED_MARKER) == "1"
-    file_classes = infer_num_classes(sd)
-    n = num_classes if num_classes is not None else file_classes
-    file_deploy = is_deploy_layout(sd)
-    # a deploy file can only load into the deploy form; a train file loads as trained and is
-    # fused afterwards when ``deploy`` asks for it
-    model = create_model(name, num_classes=n, input_size=input_size, deploy=file_deploy)
-    if pruned:  # channel-pruned: take the layer shapes from the file
-        adapt_to_state_dict(model, sd)
-    apply_state_dict(model, sd, source=Path(weights).name)
-    if deploy and not is_deploy(model):
-        model = reparameterize_model(model, inplace=True)
-    model.workbench_weights = str(weights)
-    return model
-
-
-def model_summary(name: str, *, num_classes: int | None = None, input_size: int | None = None) -> dict:
-    """Params and MACs (train-time and deploy) and output shapes, counted on the meta device."""
-    spec = get_spec(name)
-    size = resolve_input_size(spec, input_size)
-    with torch.device("meta"):
-        train = create_model(name, num_classes=num_classes, input_size=size)
-        deploy = create_model(name, num_classes=num_classes, input_size=size, deploy=True)
-    rows, outputs = layer_stats(train, size)
-    rows_d, outputs_d = layer_stats(deploy, size)
-    return {
-        "name": spec.name,
-        "family": spec.family,
-        "task": spec.task,
-        "num_classes": train.workbench_num_classes,
-        "input_size": size,
-        "params": count_params(train),
-        "params_deploy": count_params(deploy),
-        "macs": sum(r.macs for r in rows),
-        "macs_deploy": sum(r.macs for r in rows_d),
-        "outputs": [list(s) for s in outputs_d],
-        "outputs_train": [list(s) for s in outputs],
-        "tiny": spec.tiny,
-        "description": spec.description,
-    }
-
-
-def zoo_table(pattern: str = "*", *, include_tiny: bool = True) -> list[dict]:
-    return [model_summary(n) for n in list_models(pattern, include_tiny=include_tiny)]
-
-
-@dataclass
-class ReparamResult:
-    model: nn.Module
-    report: EquivalenceReport
-    params_before: int
-    params_after: int
-    bn_before: int
-    bn_after: int
-    branches_before: int  # RepVGG multi-branch blocks before fusion
-    branches_after: int
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("model", "report", "extra")}
-        d.update(self.report.to_dict())
-        d.update(self.extra)
-        return d
-
-
-def _count(model: nn.Module, kind) -> int:
-    return sum(isinstance(m, kind) for m in model.modules())
-
-
-def _multi_branch_blocks(model: nn.Module) -> int:
-    return sum(hasattr(m, "rbr_dense") for m in model.modules())
-
-
-def check_input(model: nn.Module, seed: int = 0, batch: int = 2) -> torch.Tensor:
-    size = getattr(model, "workbench_input_size", 224)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, size, size, generator=g)
-
-
-def reparameterize(model: nn.Module, *, seed: int = 0) -> ReparamResult:
-    """Re-parameterize (not in place) and measure the equivalence on a seeded check input."""
-    deploy = reparameterize_model(model, inplace=False)
-    report = compare_outputs(model, deploy, check_input(model, seed))
-    return ReparamResult(
-        model=deploy, report=report,
-        params_before=count_params(model), params_after=count_params(deploy),
-        bn_before=_count(model, nn.modules.batchnorm._BatchNorm), bn_after=_count(deploy, nn.modules.batchnorm._BatchNorm),
-        branches_before=_multi_branch_blocks(model), branches_after=_multi_branch_blocks(deploy),
-    )
-
-
-def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model.state_dict()`` atomically (.safetensors or torch format by suffix)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    pruned = bool(getattr(model, "workbench_pruned", False))
-    if pruned and p.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"a channel-pruned model is saved as .safetensors (its shapes travel in the metadata); "
-                              f"use {p.with_suffix('.safetensors').name}")
-    try:
-        if p.suffix.lower() == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(sd, str(tmp), metadata={"workbench_pruned": "1"} if pruned else None)
-        elif p.suffix.lower() in (".pth", ".pt"):
-            torch.save(sd, str(tmp))
-        else:
-            raise CheckpointError(f"cannot write weights to {p.name}: use a .pth, .pt or .safetensors name")
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
-
-
-def block_structure(model: nn.Module, limit: int | None = None) -> list[dict]:
-    """The branch structure of each re-parameterizable block (RepVGG family) or conv+BN pair: what
-    the dashboard and ``workbench reparam`` show before and after fusion."""
-    rows = []
-    for name, m in model.named_modules():
-        if hasattr(m, "rbr_reparam"):
-            c = m.rbr_reparam
-            rows.append({"block": name, "branches": f"conv{c.kernel_size[0]}x{c.kernel_size[1]}+bias",
-                         "channels": f"{c.in_channels}->{c.out_channels}", "groups": c.groups})
-        elif hasattr(m, "rbr_dense"):
-            conv = m.rbr_dense.conv
-            parts = [f"conv{conv.kernel_size[0]}x{conv.kernel_size[1]}+BN"]
-            one, ident = getattr(m, "rbr_1x1", None), getattr(m, "rbr_identity", None)
-            if one is not None:
-                parts.append("conv1x1" if isinstance(one, nn.Conv2d) else "conv1x1+BN")
-            if ident is not None:
-                parts.append("identity" if isinstance(ident, nn.Identity) else "identity BN")
-            post = " -> post-BN" if isinstance(getattr(m, "bn", None), nn.BatchNorm2d) else ""
-            rows.append({"block": name, "branches": " | ".join(parts) + post,
-                         "channels": f"{conv.in_channels}->{conv.out_channels}", "groups": conv.groups})
-        if limit and len(rows) >= limit:
-            break
-    return rows
+__all__ = [
+    "CAPABILITIES", "FORMATS", "PRECISIONS", "Status", "get_format", "bench_target", "PROFILE_DIR", "get_profile",
+    "load_profiles", "Protocol", "block_structure", "load_model", "model_summary", "reparameterize",
+    "save_state_dict", "zoo_table", "run_demo", "ConfigError", "WorkbenchError", "evaluate_target", "Plan",
+    "execute", "ExportOptions", "export_model", "atomic_write_json", "allocate", "list_runs", "start", "status",
+    "optimize_model", "sensitivity_on_data", "list_models", "validate_run", "compare_runs", "report_cells",
+    "pareto", "write_reports", "compare_before_after", "quant_study", "load_sweep", "run_sweep", "safe_name",
+    "sweep_to_toml", "TrainConfig", "train",
+]

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, UnsafeCheckpointError
+from .modelinfo import info_of
 
 TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt", ".tar"}
 SAFE_SUFFIXES = {".safetensors"}
@@ -254,8 +255,8 @@ def apply_state_dict(model: nn.Module, sd: dict, source: str = "weights") -> Non
     sd = to_native_layout(sd)
     mm = compare_state_dict(model, sd)
     if not mm.ok:
-        name = getattr(model, "workbench_name", type(model).__name__)
-        n = getattr(model, "workbench_num_classes", None)
+        name = info_of(model).name
+        n = info_of(model).num_classes
         target = f"{name}" + (f" ({n} classes)" if n else "")
         fits = suggest_models(sd)
         hint = (f"; it fits {', '.join(fits)}" if fits else "; no model in the zoo fits it")

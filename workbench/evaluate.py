@@ -100,7 +100,7 @@ def score(task: str, outputs: list[np.ndarray], ds, priors=None, size: int | Non
 def evaluate_torch(model: torch.nn.Module, data: str, limit: int | None = None) -> dict:
     from .data.preprocess import Preprocess
 
-    size, task = model.workbench_input_size, model.workbench_task
+    size, task = model.model_info.input_size, model.model_info.task
     ds = _load_eval(task, data, size, limit)
     outs = torch_outputs(model, Preprocess(size)(ds.images))
     priors = None
@@ -124,31 +124,36 @@ def paired_agreement(task: str, ref: list[np.ndarray], other: list[np.ndarray], 
 def artifact_context(path: str) -> tuple[dict, dict | None]:
     """(manifest row, manifest) for an artifact, from the manifest.json beside it; else from its
     ONNX metadata. Raises a one-line error when neither tells what made the file."""
-    import json
     from pathlib import Path
 
     from .errors import ConfigError
+    from .exportdir import ExportDir
 
     p = Path(path).resolve()
-    mf = p.parent / "manifest.json"
-    if mf.exists():
-        manifest = json.loads(mf.read_text())
-        for a in manifest.get("artifacts", []):
-            if a.get("path") and Path(a["path"]).resolve() == p:
-                return a, manifest
-    if p.suffix == ".onnx":
-        import onnx
-
-        try:
-            meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
-        except Exception as e:
-            raise ConfigError(f"{p.name} is not a readable ONNX file ({type(e).__name__}); re-export it") from e
-        if meta.get("producer") == "edge-workbench":
-            row = {"model": meta["model"], "format": "onnx", "precision": meta.get("precision"), "path": str(p),
-                   "status": "ok"}
-            return row, {"model": meta["model"], "num_classes": int(meta["num_classes"]),
-                         "input_size": int(meta["input_size"]), "options": {"nchw": False}}
+    found = ExportDir.of(p.parent).row_for(p)
+    if found:
+        return found
+    meta = _stamped_metadata(p)
+    if meta.get("producer") == "edge-workbench":
+        row = {"model": meta["model"], "format": meta.get("format"), "precision": meta.get("precision"),
+               "path": str(p), "status": "ok"}
+        return row, {"model": meta["model"], "num_classes": int(meta["num_classes"]),
+                     "input_size": int(meta["input_size"]), "options": {"nchw": False}}
     raise ConfigError(f"cannot tell which model made {p.name}: keep it in its export folder (with manifest.json)")
+
+
+def _stamped_metadata(p) -> dict:
+    """The provenance stamp inside an artifact, where its format keeps one readable here (ONNX)."""
+    from .errors import ConfigError
+
+    if p.suffix != ".onnx":
+        return {}
+    import onnx
+
+    try:
+        return {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+    except Exception as e:
+        raise ConfigError(f"{p.name} is not a readable ONNX file ({type(e).__name__}); re-export it") from e
 
 
 def evaluate_target(target: str, data: str, *, weights: str | None = None, num_classes: int | None = None,
@@ -157,27 +162,25 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
     runnable here, each with paired agreement against the PyTorch source on the same images)."""
     from pathlib import Path
 
-    from .api import load_model
+    from exporters import Status, get_format
+
+    from .core import load_model
     from .data.preprocess import Preprocess
-    from .errors import ConfigError
+    from .exportdir import ExportDir
 
     p = Path(target)
     if not p.exists():  # a zoo model
         model = load_model(target, weights=weights, num_classes=num_classes, input_size=input_size)
         return {"results": [{"target": target, **evaluate_torch(model, data, limit)}]}
+    xd = ExportDir.of(p if p.is_dir() else p.parent)
     if p.is_dir():
-        mf = p / "manifest.json"
-        if not mf.exists():
-            raise ConfigError(f"{p} has no manifest.json; pass an export folder, an artifact file or a model name")
-        import json
-
-        manifest = json.loads(mf.read_text())
-        rows = [a for a in manifest["artifacts"] if a["status"] == "ok"]
+        manifest = xd.read()
+        rows = [a for a in manifest["artifacts"] if a["status"] == Status.OK]
     else:
         row, manifest = artifact_context(str(p))
         rows = [row]
     size, task = manifest["input_size"], manifest.get("task", "classification")
-    src = (p if p.is_dir() else p.parent) / ".work" / "source.safetensors"
+    src = xd.source_weights
     ds = _load_eval(task, data, size, limit)
     x = Preprocess(size)(ds.images)
     priors = None
@@ -192,19 +195,20 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
             priors = default_boxes(model.priors)
         results.append({"target": "pytorch (export source)", "runtime": "pytorch", "data": ds.manifest(),
                         **score(task, ref, ds, priors, size)})
-    from exporters.runtime import run_artifact
-
     for a in rows:
         entry = {"target": Path(a["path"]).name, "format": a["format"], "precision": a["precision"]}
-        if a["format"] == "coreml":
-            results.append({**entry, "status": "not runnable on this host (needs macOS)"})
+        fmt = get_format(a["format"])
+        if not fmt.runs_here:
+            results.append({**entry, "status": Status.NOT_MEASURED,
+                            "reason": f"not runnable on this host ({fmt.capability.not_runnable_reason})"})
             continue
         try:
-            outs = run_artifact(a["path"], a["format"], x, threads=threads, nchw=bool(manifest.get("options", {}).get("nchw")))
+            runner = fmt.load(a["path"], threads=threads, options=manifest.get("options", {}))
+            outs = runner(x)
         except Exception as e:
-            results.append({**entry, "status": f"failed: {type(e).__name__}: {e}"[:300]})
+            results.append({**entry, "status": Status.FAILED, "reason": f"{type(e).__name__}: {e}"[:300]})
             continue
-        res = {**entry, "runtime": "onnxruntime" if a["format"] == "onnx" else "litert", "data": ds.manifest(),
+        res = {**entry, "runtime": fmt.capability.runtime, "data": ds.manifest(),
                **score(task, outs, ds, priors, size)}
         if ref is not None:
             res["vs_pytorch"] = paired_agreement(task, ref, outs, priors)

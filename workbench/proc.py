@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporters.records import OOM_MARKERS
+
 
 @dataclass(frozen=True)
 class ProcResult:
@@ -72,7 +74,6 @@ def _tree_peak_kb(pid: int) -> int:
     return total
 
 
-OOM_MARKERS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "failed to map segment", "out of memory", "OOM")
 
 
 def _limit_memory(mb: int | None):

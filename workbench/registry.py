@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from .errors import ModelConfigError, UnknownModelError, did_you_mean
+from .modelinfo import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,7 @@ def create_model(
         raise ModelConfigError(f"num_classes must be >= 1, got {n}; pass --num-classes N")
     size = resolve_input_size(spec, input_size)
     model = spec.builder(num_classes=n, input_size=size, **kwargs)
-    model.workbench_name = spec.name  # plain attributes, not parameters
-    model.workbench_input_size = size
-    model.workbench_num_classes = n
-    model.workbench_task = spec.task
+    model.model_info = ModelInfo(name=spec.name, task=spec.task, num_classes=n, input_size=size)
     model.eval()
     if deploy:
         from .reparam import reparameterize_model

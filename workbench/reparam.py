@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+from .modelinfo import set_info
 
 
 def fuse_bn_tensor(kernel: torch.Tensor, bn: nn.BatchNorm2d, conv_bias: torch.Tensor | None = None
@@ -80,7 +81,7 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
         if callable(fn):
             fn()
     _fuse_sequentials(model)
-    model.workbench_deploy = True
+    set_info(model, deploy=True)
     model.train(was_training)
     return model
 

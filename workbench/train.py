@@ -99,7 +99,7 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
           num_classes: int | None = None, weights: str | None = None, config: TrainConfig = TrainConfig(),
           progress: Callable[[dict], None] | None = None) -> dict:
     """Train ``name`` on ``data`` (see ``workbench.data.datasets``); returns a summary dict."""
-    from .api import load_model, save_state_dict
+    from .core import load_model, save_state_dict
     from .data.datasets import is_detection_spec, load_classification, load_detection
     from .data.preprocess import Preprocess
     from .evaluate import evaluate_torch
@@ -119,8 +119,8 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
     ckpt_path = out.with_name(out.name + ".ckpt")
     torch.manual_seed(config.seed)
     model = load_model(name, weights=weights, num_classes=n_classes, input_size=size)
-    if model.workbench_num_classes != n_classes:
-        raise ConfigError(f"weights have {model.workbench_num_classes} classes but the data has {n_classes}")
+    if model.model_info.num_classes != n_classes:
+        raise ConfigError(f"weights have {model.model_info.num_classes} classes but the data has {n_classes}")
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                               weight_decay=config.weight_decay)

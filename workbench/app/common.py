@@ -91,7 +91,7 @@ def save_upload(run_dir: Path, name: str, data: bytes) -> Path:
 
 def session_run_dir(state: dict, name: str = "dashboard") -> Path:
     """This browser session's run folder (allocated once per session; two tabs, two folders)."""
-    from ..jobs import allocate
+    from workbench.api import allocate
 
     d = state.get("run_dir")
     if d and Path(d).is_dir():

@@ -50,7 +50,7 @@ def selected() -> dict | None:
 
 def run_picker(label: str, key: str, default: str | None = None) -> Path | None:
     """Choose a run folder under the data root (by name only)."""
-    from ..jobs import list_runs
+    from workbench.api import list_runs
 
     runs = list_runs(common.data_root())
     names = [r["name"] for r in runs]

@@ -94,7 +94,7 @@ def _torch(path, threads, nchw):
     torch.set_num_threads(threads)
     job = json.loads(open(path).read())  # a small spec: the workbench builds the model
     sys.path.insert(0, job["project_root"])
-    from workbench.api import load_model
+    from workbench.core import load_model
 
     m = load_model(job["model"], weights=job.get("weights"), num_classes=job.get("num_classes"),
                    input_size=job.get("input_size"))
@@ -102,7 +102,7 @@ def _torch(path, threads, nchw):
         from workbench.reparam import reparameterize_model
         m = reparameterize_model(m, inplace=True)
     m.eval()
-    s = m.workbench_input_size
+    s = m.model_info.input_size
     x = torch.randn(1, 3, s, s)
 
     def step():

@@ -31,7 +31,7 @@ def probe_host(threads: int, refresh: bool = False) -> dict:
     from onnx import TensorProto, helper, numpy_helper
 
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
-    from ..report.build import _cpu_model
+    from ..hostinfo import cpu_model as _cpu_model
 
     key = f"{_cpu_model()}|{os.cpu_count()}|{threads}"  # a probe belongs to one machine
     if key in cache and not refresh:
@@ -95,7 +95,9 @@ def resolve_compute(profile, threads: int) -> tuple[dict, dict]:
 
 
 def estimate_ms(model_name: str, num_classes: int, input_size: int, precision: str, profile, threads: int,
-                fmt: str = "tflite") -> dict:
+                compute_precision: str | None = None) -> dict:
+    """``precision`` sets the bytes per weight; ``compute_precision`` (the format's, e.g. fp16 for
+    CoreML's weight-only int8) sets which peak figure the arithmetic runs at."""
     import torch
 
     from ..registry import create_model
@@ -105,15 +107,14 @@ def estimate_ms(model_name: str, num_classes: int, input_size: int, precision: s
         m = create_model(model_name, num_classes=num_classes, input_size=input_size, deploy=True)
     rows, _ = layer_stats(m, input_size)
     comp, sources = resolve_compute(profile, threads)
-    key = PEAK_KEY.get(precision, "fp32_gflops")
-    if fmt == "coreml" and precision == "int8":  # weight-only int8: compute stays fp16
-        key = "fp16_gflops"
+    key = PEAK_KEY.get(compute_precision or precision, "fp32_gflops")
     if key not in comp or "memory_bandwidth_gbs" not in comp:
         raise ValueError(f"profile {profile.name} has no {key} / memory_bandwidth_gbs figure for an estimate")
     peak = comp[key] * 1e9
     bw = comp["memory_bandwidth_gbs"] * 1e9
     wb = BYTES.get(precision, 4)
-    ab = 1 if precision == "int8" and fmt != "coreml" else (2 if precision in ("fp16", "int8", "pal4", "pal6", "pal8") else 4)
+    cp = compute_precision or precision  # activations are stored at the compute precision
+    ab = 1 if cp == "int8" else (2 if cp in ("fp16", "pal4", "pal6", "pal8") else 4)
     total = compute_s = memory_s = 0.0
     for r in rows:
         c = 2 * r.macs / peak

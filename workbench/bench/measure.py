@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from exporters import FORMATS, format_for_path, get_format
+
 from ..errors import ConfigError
 from .profiles import get_profile
-from .runners import Protocol, RunnerError, not_runnable, run_adb, run_local, run_ssh
+from .runners import ADB_SUFFIXES, Protocol, RunnerError, not_runnable, run_adb, run_local, run_ssh
 from .stats import LatencyStats
 
-FORMAT_BY_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".mlpackage": "coreml"}
+SUFFIXES = "/".join(f.suffix for f in FORMATS.values())
 
 
 def _context(artifact: Path) -> dict:
@@ -18,14 +20,16 @@ def _context(artifact: Path) -> dict:
 
     row, manifest = artifact_context(str(artifact))
     return {"model": manifest["model"], "num_classes": manifest["num_classes"], "input_size": manifest["input_size"],
-            "precision": row.get("precision") or "fp32", "format": row.get("format") or FORMAT_BY_SUFFIX.get(artifact.suffix, "tflite")}
+            "precision": row.get("precision") or "fp32", "format": row.get("format") or getattr(format_for_path(artifact), "name", None)}
 
 
 def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
     from .estimate import estimate_ms
 
+    fmt = get_format(ctx["format"]) if ctx.get("format") else None
+    compute = fmt.compute_precision(ctx["precision"]) if fmt else ctx["precision"]
     e = estimate_ms(ctx["model"], ctx["num_classes"], ctx["input_size"], ctx["precision"], profile, threads,
-                    ctx.get("format", "tflite"))
+                    compute_precision=compute)
     v = e["estimate_ms"]
     return LatencyStats(device=profile.name, runner="estimate", threads=threads, init_ms=None, first_ms=None,
                         mean_ms=v, std_ms=None, min_ms=None, p50_ms=v, p90_ms=None, p99_ms=None, max_ms=None,
@@ -48,20 +52,19 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
     threads = profile.resolved_threads()
     p = Path(artifact)
     if not p.exists():
-        raise ConfigError(f"{p} does not exist; pass an .onnx/.tflite/.mlpackage file or an export folder")
-    fmt = FORMAT_BY_SUFFIX.get(p.suffix)
+        raise ConfigError(f"{p} does not exist; pass an artifact file ({SUFFIXES}) or an export folder")
+    fmt = format_for_path(p)
     if fmt is None:
-        raise ConfigError(f"{p.name}: cannot benchmark {p.suffix or 'this'} files; use .tflite, .onnx or .mlpackage")
-    if profile.runner == "estimate":
+        raise ConfigError(f"{p.name}: cannot benchmark {p.suffix or 'this'} files; use one of {SUFFIXES}")
+    if profile.runtimes and fmt.name not in profile.runtimes:
+        return not_runnable(str(p), profile, profile.runner, f"{profile.name} offers {', '.join(profile.runtimes)}, not {fmt.name}")
+    if profile.runner == "estimate":  # after the runtime check: no estimate for a format the device lacks
         return _estimate(_context(p), profile, threads, str(p))
-    if profile.runtimes and fmt not in profile.runtimes:
-        return not_runnable(str(p), profile, profile.runner, f"{profile.name} offers {', '.join(profile.runtimes)}, not {fmt}")
-    if fmt == "coreml":
-        return not_runnable(str(p), profile, profile.runner, "not runnable on this host (CoreML needs macOS)")
+    if not fmt.runs_here:
+        return not_runnable(str(p), profile, profile.runner, f"not runnable on this host ({fmt.capability.not_runnable_reason})")
     if profile.runner == "local":
         stats = run_local(str(p), profile, protocol, threads)
-        if fmt == "tflite":
-            stats.warnings += tflite_traps(str(p))
+        stats.warnings += fmt.latency_warnings(str(p))
         if with_estimate:
             try:
                 est = _estimate(_context(p), profile, threads, str(p))
@@ -73,23 +76,10 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
     if profile.runner == "ssh":
         return run_ssh(str(p), profile, protocol, threads)
     if profile.runner == "adb":
-        if fmt != "tflite":
+        if p.suffix not in ADB_SUFFIXES:
             return not_runnable(str(p), profile, "adb", "benchmark_model runs .tflite files only")
         return run_adb(str(p), profile, protocol, threads)
     raise ConfigError(f"{profile.path}: runner {profile.runner!r} is not implemented")
-
-
-def tflite_traps(path: str) -> list[str]:
-    """Known slow paths worth a loud warning (measured here: INT16-activation INT8 runs ~40x slower)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=path, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    dtypes = {getattr(t["dtype"], "__name__", str(t["dtype"])) for t in it.get_tensor_details()}
-    out = []
-    if "int16" in dtypes:
-        out.append("TRAP: int16 activations (16x8 quantization): XNNPACK has no kernels for them, so they run on "
-                   "TFLite's reference kernels, typically tens of times slower than int8 or fp32")
-    return out
 
 
 def bench_model(name: str, device: str, protocol: Protocol = Protocol(), *, weights: str | None = None,
@@ -122,11 +112,10 @@ def bench_target(target: str, device: str, protocol: Protocol = Protocol()) -> l
 
         if target.lower() in list_models():
             return [bench_model(target, device, protocol).to_dict()]
-    if p.is_dir() and p.suffix != ".mlpackage":
-        mf = p / "manifest.json"
-        if not mf.exists():
-            raise ConfigError(f"{p} has no manifest.json; pass an export folder or an artifact file")
-        rows = [a for a in json.loads(mf.read_text())["artifacts"] if a["status"] == "ok"]
+    if p.is_dir() and format_for_path(p) is None:  # an export folder (a .mlpackage is a folder too)
+        from ..exportdir import ExportDir
+
+        rows = ExportDir.of(p).artifacts()
         out = []
         for a in rows:
             try:

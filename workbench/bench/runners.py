@@ -165,6 +165,9 @@ def parse_benchmark_model(text: str) -> dict:
     return out
 
 
+ADB_SUFFIXES = (".tflite",)  # what benchmark_model loads
+
+
 def run_adb(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
     conn = profile.connection
     adb = [conn.get("adb", "adb")] + (["-s", conn["serial"]] if conn.get("serial") else [])

@@ -85,6 +85,14 @@ class L2Norm(nn.Module):
         norm = x.pow(2).sum(dim=1, keepdim=True).sqrt() + self.eps
         return x / norm * self.weight.view(1, -1, 1, 1)
 
+    # the tf-direct exporter's custom-module protocol (exporters import no model code)
+    def tf_params(self) -> dict:
+        return {"w": self.weight.detach().cpu().float().numpy()}
+
+    def tf_call(self, tf, x_nhwc, params: dict):
+        norm = tf.sqrt(tf.reduce_sum(tf.square(x_nhwc), axis=3, keepdims=True)) + self.eps
+        return x_nhwc / norm * params["w"]
+
 
 def _vgg_layers(cfg: SSDConfig, batch_norm: bool) -> tuple[nn.ModuleList, int]:
     layers: list[nn.Module] = []

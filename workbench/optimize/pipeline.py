@@ -8,7 +8,7 @@ on a ``[[models]]`` entry) and the dashboard, with the same option names everywh
 - ``qat_epochs`` (quantization-aware fine-tuning of the deploy form, with ``data``).
 
 Steps run in that order. The result is a weights file (``.safetensors``) plus a report of params,
-MACs, file size (dense and gzip-compressed) before and after; ``compare_before_after`` adds
+MACs, file size (dense and gzip-compressed) before and after; ``workbench.studies.before_after`` adds
 measured accuracy and host latency of the exported ONNX files.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, did_you_mean
+from ..modelinfo import info_of
 
 OPT_KEYS = {"prune", "prune_stages", "norm", "finetune_epochs", "sparsity", "qat_epochs", "data", "lr"}
 
@@ -71,7 +72,7 @@ def tag(d: dict) -> str:
 def _figures(model, path: Path | None = None) -> dict:
     from ..stats import count_macs, count_params
 
-    size = getattr(model, "workbench_input_size", 224)
+    size = info_of(model).input_size
     out = {"params": count_params(model), "macs": count_macs(model, size)}
     if path is not None and path.exists():
         raw = path.read_bytes()
@@ -84,7 +85,7 @@ def optimize_model(name: str, steps: dict, *, out: str | os.PathLike, weights: s
     """Apply ``steps`` to the model and write ``out`` (.safetensors). Returns the report."""
     import torch
 
-    from ..api import load_model, reparameterize, save_state_dict
+    from ..core import load_model, reparameterize, save_state_dict
     from .prune import prune_channels, sparsify
 
     steps = validate_optimize(steps)
@@ -96,7 +97,7 @@ def optimize_model(name: str, steps: dict, *, out: str | os.PathLike, weights: s
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = load_model(name, weights=weights, num_classes=num_classes, input_size=input_size)
-    size, n_classes = model.workbench_input_size, model.workbench_num_classes
+    size, n_classes = model.model_info.input_size, model.model_info.num_classes
     with tempfile.TemporaryDirectory(prefix="wb-opt-") as tmp:
         tmp = Path(tmp)
         deploy_before = reparameterize(model).model
@@ -111,7 +112,7 @@ def optimize_model(name: str, steps: dict, *, out: str | os.PathLike, weights: s
             chk = reparameterize(model)
             pr["reparam_after_pruning"] = {"relative_max_diff": chk.report.relative_max_diff, "cosine": chk.report.cosine}
             report["prune"] = pr
-            if steps.get("data") and getattr(model, "workbench_task", "") == "classification":
+            if steps.get("data") and info_of(model).task == "classification":
                 from ..evaluate import evaluate_torch
 
                 report["prune"]["eval_top1_before_finetune"] = evaluate_torch(model.eval(), steps["data"], 500).get("top1")
@@ -137,7 +138,6 @@ def optimize_model(name: str, steps: dict, *, out: str | os.PathLike, weights: s
         if steps.get("sparsity"):
             say(f"zeroing the smallest {steps['sparsity']:.0%} of weights")
             report["sparsity"] = sparsify(model, steps["sparsity"])
-        model.workbench_pruned = bool(getattr(model, "workbench_pruned", False))
         path = save_state_dict(model, out)
         report["after"] = _figures(reparameterize(model).model, path)
         report["out"] = str(path)
@@ -152,36 +152,3 @@ def optimize_model(name: str, steps: dict, *, out: str | os.PathLike, weights: s
 
     atomic_write_json(path.with_name(path.name + ".json"), report)
     return report
-
-
-def compare_before_after(name: str, report: dict, *, data: str = "builtin", device: str = "host",
-                         eval_limit: int | None = 500, work: str | os.PathLike | None = None, say=None) -> dict:
-    """Export both models to ONNX fp32, then measure accuracy on ``data`` and latency on ``device``."""
-    from ..bench.measure import bench_artifact
-    from ..bench.runners import Protocol
-    from ..evaluate import evaluate_target
-    from ..export import ExportOptions, export_model
-
-    say = say or (lambda msg: None)
-    work = Path(work or tempfile.mkdtemp(prefix="wb-opt-cmp-"))
-    rows = {}
-    for which, w in (("before", report.get("weights")), ("after", report["out"])):
-        say(f"exporting and measuring the {which} model")
-        man = export_model(name, out_dir=work / which, weights=w, num_classes=report["num_classes"],
-                           input_size=report["input_size"], options=ExportOptions(formats=("onnx",), precisions=("fp32",)))
-        art = man["artifacts"][0]
-        if art["status"] != "ok":
-            raise ConfigError(f"export of the {which} model failed: {art['reason']}")
-        acc = [r for r in evaluate_target(art["path"], data, limit=eval_limit)["results"] if r.get("runtime") != "pytorch"][0]
-        lat = bench_artifact(art["path"], device, Protocol(warmup=5, min_runs=30, min_seconds=1.0, repeats=3)).to_dict()
-        rows[which] = {"top1": acc.get("top1"), "top1_ci95": acc.get("top1_ci95"), "p50_ms": lat["p50_ms"],
-                       "repeat_p50_ms": lat.get("repeat_p50_ms"), "onnx_bytes": art["size_bytes"],
-                       "weights": w or "random init"}
-    b, a = rows["before"], rows["after"]
-    spread = max([max(r["repeat_p50_ms"]) - min(r["repeat_p50_ms"]) for r in rows.values() if r.get("repeat_p50_ms")] or [0])
-    rows["latency_change"] = a["p50_ms"] / b["p50_ms"] - 1
-    rows["latency_dropped"] = b["p50_ms"] - a["p50_ms"] > max(spread, 0.02 * b["p50_ms"])
-    if b["top1"] is not None and a["top1"] is not None:
-        rows["top1_change_pp"] = 100 * (a["top1"] - b["top1"])
-    rows["device"] = device
-    return rows

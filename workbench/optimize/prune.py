@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..stats import count_macs, count_params
+from ..modelinfo import info_of, set_info
 
 PRUNED_MARKER = "workbench_pruned"
 
@@ -56,7 +57,7 @@ def prune_channels(model: nn.Module, ratio: float, *, norm: int = 1, stages: dic
     if round_to == "auto":
         convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
         round_to = 8 if convs and min(convs) >= 32 else None
-    size = getattr(model, "workbench_input_size", 224)
+    size = info_of(model).input_size
     before = {"params": count_params(model), "macs": count_macs(model, size)}
     model.eval()
     x = torch.randn(1, 3, size, size)
@@ -64,7 +65,7 @@ def prune_channels(model: nn.Module, ratio: float, *, norm: int = 1, stages: dic
                                        pruning_ratio=ratio, pruning_ratio_dict=per_module or None, round_to=round_to,
                                        ignored_layers=_ignored(model))
     pruner.step()
-    model.workbench_pruned = True
+    set_info(model, pruned=True)
     after = {"params": count_params(model), "macs": count_macs(model, size)}
     return model, {"ratio": ratio, "stages": dict(stages or {}), "norm": f"L{norm}", "round_to": round_to, "params_before": before["params"], "params_after": after["params"],
                    "macs_before": before["macs"], "macs_after": after["macs"],
@@ -93,7 +94,7 @@ def adapt_to_state_dict(model: nn.Module, sd: dict) -> None:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         parent._modules[child] = new
-    model.workbench_pruned = True
+    set_info(model, pruned=True)
 
 
 @torch.no_grad()

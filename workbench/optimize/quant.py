@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..modelinfo import info_of
 
 QUANT_KEYS = {"per_channel", "calib_method", "keep_float", "keep_worst"}
 CALIB_METHODS = ("minmax", "percentile", "entropy")
@@ -207,16 +208,16 @@ def sensitivity_on_data(model: nn.Module, data: str = "builtin", *, eval_limit: 
     """``sensitivity`` of ``model``'s deploy form on a data set: calibration from its calib split
     (built-in) or its train split (a folder), scored on its eval split; labels are used when the
     class counts match (and ``use_labels``). The table records which data it saw."""
-    from ..api import reparameterize
+    from ..core import reparameterize
     from ..data.datasets import load_classification
     from ..data.preprocess import Preprocess
 
-    size = getattr(model, "workbench_input_size", 224)
+    size = info_of(model).input_size
     pre = Preprocess(size)
     builtin = data.startswith("builtin")
     calib = load_classification("builtin" if builtin else data, "calib" if builtin else "train", size, 64)
     ev = load_classification(data, "eval", size, eval_limit)
-    labels = ev.labels if use_labels and getattr(model, "workbench_num_classes", None) == ev.num_classes else None
+    labels = ev.labels if use_labels and info_of(model).num_classes == ev.num_classes else None
     res = sensitivity(reparameterize(model).model, torch.from_numpy(pre(calib.images)), torch.from_numpy(pre(ev.images)),
                       labels, per_channel=per_channel, method=method)
     res["data"] = ev.manifest()
@@ -242,19 +243,6 @@ def resolve_keep_float(model: nn.Module, keep: list[str], keep_worst: int = 0, s
     return list(dict.fromkeys(out))
 
 
-def onnx_nodes_for(layers: list[str], onnx_path: str) -> list[str]:
-    """ONNX node names (torch.onnx scope names) of the given torch layer names."""
-    import onnx
-
-    nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
-    out = []
-    for layer in layers:
-        hits = [n.name for n in nodes if n.name.startswith("/")
-                and ".".join(n.name.split("/")[1:-1]).removeprefix("model.") == layer]
-        out += hits
-    return out
-
-
 def qat_finetune(model: nn.Module, data: str = "builtin", *, epochs: int = 2, lr: float = 2e-4, batch_size: int = 32,
                  per_channel: bool = True, train_limit: int | None = None, seed: int = 0, progress=None) -> tuple[nn.Module, dict]:
     """Quantization-aware fine-tuning of the deploy form of ``model``; returns the float model."""
@@ -265,10 +253,10 @@ def qat_finetune(model: nn.Module, data: str = "builtin", *, epochs: int = 2, lr
 
     if epochs < 1:
         raise ConfigError(f"--qat takes a number of epochs >= 1, got {epochs}")
-    if getattr(model, "workbench_task", "classification") != "classification":
+    if info_of(model).task != "classification":
         raise ConfigError("quantization-aware training is built for classification models; detection models use PTQ")
     deploy = model if is_deploy(model) else reparameterize_model(model, inplace=False)
-    size = getattr(model, "workbench_input_size", 224)
+    size = info_of(model).input_size
     ds = load_classification(data, "train", size, train_limit)
     x_all = torch.from_numpy(Preprocess(size)(ds.images))
     y_all = torch.from_numpy(ds.labels)
@@ -310,8 +298,6 @@ def qat_finetune(model: nn.Module, data: str = "builtin", *, epochs: int = 2, lr
         parent = result.get_submodule(parent_name) if parent_name else result
         parent._modules[child] = copy.deepcopy(q.layer)
     result.eval()
-    for attr in ("workbench_name", "workbench_input_size", "workbench_num_classes", "workbench_task", "workbench_pruned"):
-        if hasattr(model, attr):
-            setattr(result, attr, getattr(model, attr))
+    result.model_info = info_of(deploy)
     return result, {"epochs": epochs, "lr": lr, "per_channel": per_channel, "history": history,
                     "train_images": int(len(x_all))}

@@ -8,18 +8,13 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exporters.provenance import toolchain_versions
+from exporters.records import Status
+
+from ..hostinfo import cpu_model
+
 SCHEMA_PATH = Path(__file__).with_name("run.schema.json")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git_commit() -> str | None:
@@ -33,10 +28,8 @@ def _git_commit() -> str | None:
 def provenance(sweep: dict | None = None) -> dict:
     import workbench
 
-    from ..export import toolchain_versions
-
     return {"workbench_version": workbench.__version__, "toolchain": toolchain_versions(), "git_commit": _git_commit(),
-            "host": {"cpu_model": _cpu_model(), "cores": os.cpu_count() or 1, "platform": platform.platform()},
+            "host": {"cpu_model": cpu_model(), "cores": os.cpu_count() or 1, "platform": platform.platform()},
             "sweep": sweep}
 
 
@@ -73,9 +66,9 @@ def add_export(run: dict, manifest: dict, summary: dict, *, reparam: bool = True
 def add_accuracy(run: dict, model: str, results: list[dict], *, reparam: bool = True) -> None:
     for r in results:
         if r.get("status"):  # not runnable here / failed
-            if r["status"].startswith("failed"):
+            if r["status"] == Status.FAILED:
                 run["failures"].append({"stage": "eval", "model": model, "format": r.get("format"),
-                                        "precision": r.get("precision"), "reason": r["status"]})
+                                        "precision": r.get("precision"), "reason": r.get("reason")})
             continue
         data = r.get("data") or {}
         if data and not any(d.get("sha256") == data.get("sha256") for d in run["datasets"]):

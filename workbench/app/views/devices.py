@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 st.title("Device profiles")
-from workbench.bench.profiles import PROFILE_DIR, load_profiles  # noqa: E402
+from workbench.api import PROFILE_DIR, load_profiles  # noqa: E402
 
 profiles, errors = load_profiles()
 for fname, err in errors.items():

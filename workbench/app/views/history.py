@@ -5,7 +5,7 @@ from workbench.app import common, widgets
 from workbench.errors import WorkbenchError
 
 st.title("History")
-from workbench.jobs import list_runs  # noqa: E402
+from workbench.api import list_runs  # noqa: E402
 
 runs = list_runs(common.data_root())
 if not runs:
@@ -30,7 +30,7 @@ a = c1.selectbox("Run A (before)", done, index=1, key="hist-a")
 b = c2.selectbox("Run B (after)", done, index=0, key="hist-b")
 if st.button("Compare", type="primary", key="hist-cmp"):
     try:
-        from workbench.report.compare import compare_runs
+        from workbench.api import compare_runs
 
         res = compare_runs(str(common.run_dir_by_name(a)), str(common.run_dir_by_name(b)))
     except (WorkbenchError, OSError, ValueError, KeyError) as e:

@@ -48,11 +48,11 @@ if st.button("Use this model", type="primary", key="zoo-use"):
             from workbench.api import load_model, model_summary
 
             model = load_model(name, weights=weights, num_classes=int(classes) or None, input_size=int(size))
-            summary = model_summary(name, num_classes=model.workbench_num_classes, input_size=int(size))
-        st.session_state["selected"] = {"name": name, "weights": weights, "num_classes": model.workbench_num_classes,
+            summary = model_summary(name, num_classes=model.model_info.num_classes, input_size=int(size))
+        st.session_state["selected"] = {"name": name, "weights": weights, "num_classes": model.model_info.num_classes,
                                         "input_size": int(size)}
         st.success(f"{name} selected: {summary['params']:,} params ({summary['params_deploy']:,} deploy), "
-                   f"{summary['macs'] / 1e9:.3f} GMACs; {model.workbench_num_classes} classes"
+                   f"{summary['macs'] / 1e9:.3f} GMACs; {model.model_info.num_classes} classes"
                    + (f"; weights {weights}" if weights else "; random init"))
     except WorkbenchError as e:
         widgets.show_error(e)

@@ -20,7 +20,7 @@ if st.button("Compute sensitivity", type="primary", key="qs-go"):
     try:
         with st.spinner("Quantizing one layer at a time..."):
             from workbench.api import load_model
-            from workbench.optimize.quant import sensitivity_on_data
+            from workbench.api import sensitivity_on_data
 
             model = load_model(sel["name"], weights=sel.get("weights"), num_classes=sel["num_classes"],
                                input_size=sel["input_size"])

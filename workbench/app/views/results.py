@@ -16,7 +16,7 @@ if run_dir is None:
 st.query_params["run"] = run_dir.name
 run_path = run_dir / "run.json"
 if not run_path.exists():
-    from workbench.jobs import status
+    from workbench.api import status
 
     s = status(run_dir)
     st.info(f"{run_dir.name} has no results yet (state: {s.get('state', 'unknown')}). "
@@ -24,7 +24,7 @@ if not run_path.exists():
     st.stop()
 try:
     run = json.loads(run_path.read_text())
-    from workbench.report.build import validate_run
+    from workbench.api import validate_run
 
     validate_run(run)
 except Exception as e:  # a damaged run.json is shown, not a traceback
@@ -34,7 +34,7 @@ except Exception as e:  # a damaged run.json is shown, not a traceback
 import altair as alt  # noqa: E402  (heavy: only this page needs it)
 import pandas as pd  # noqa: E402
 
-from workbench.report.render import cells, pareto  # noqa: E402
+from workbench.api import pareto, report_cells as cells  # noqa: E402
 
 rows = pd.DataFrame(cells(run))
 c = st.columns(4)

@@ -22,17 +22,17 @@ PRESETS = {
 
 @st.cache_data(ttl=30)
 def _choices():
-    from exporters.base import CAPABILITIES, PRECISIONS
+    from workbench.api import CAPABILITIES, PRECISIONS
 
-    from workbench.bench.profiles import load_profiles
-    from workbench.registry import list_models
+    from workbench.api import load_profiles
+    from workbench.api import list_models
 
     profiles, errors = load_profiles()
     return list(list_models("*")), list(CAPABILITIES), list(PRECISIONS), sorted(profiles), errors
 
 
 def _status_panel(job_dir: Path) -> None:
-    from workbench.jobs import status
+    from workbench.api import status
 
     @st.fragment(run_every=1.5)
     def panel():
@@ -149,8 +149,8 @@ if profile_errors:
 if submitted:
     try:
         from workbench.errors import ConfigError
-        from workbench.jobs import allocate, start
-        from workbench.sweep import sweep_to_toml
+        from workbench.api import allocate, start
+        from workbench.api import sweep_to_toml
 
         if not chosen:
             raise ConfigError("choose at least one model")

@@ -17,48 +17,46 @@ import json
 import os
 from pathlib import Path
 
+from exporters import get_format
+
 from ..errors import ConfigError
 
 
 def _eval_export(name: str, weights: str, out: Path, data: str, limit: int | None, *, precisions, formats, quant=None,
                  calib_count: int = 64, input_size: int | None = None) -> list[dict]:
-    from ..evaluate import evaluate_target
-    from ..export import ExportOptions, export_model
+    """Export one variant and score every runnable file, through the executor (no latency cells)."""
+    from ..executor import Plan, execute
 
-    man = export_model(name, out_dir=out, weights=weights, input_size=input_size,
-                       options=ExportOptions(formats=tuple(formats), precisions=tuple(precisions), quant=quant or {},
-                                             calib_count=calib_count, gates={"int8": {}, "int16x8": {}}))
     # the study scores every INT8 file itself, so the export's agreement gate does not drop any
-    failed = [a for a in man["artifacts"] if a["status"] == "failed"]
-    res = evaluate_target(str(out), data, limit=limit)["results"]
-    rows = []
-    for r in res:
-        if "top1" not in r:
-            continue
-        rows.append({"runtime": r["runtime"], "format": r.get("format", "pytorch"), "precision": r.get("precision", "fp32"),
-                     "top1": r["top1"], "top1_ci95": r["top1_ci95"], "images": r["images"],
-                     "agreement_vs_pytorch": (r.get("vs_pytorch") or {}).get("agreement")})
-    for a in failed:
-        rows.append({"runtime": "-", "format": a["format"], "precision": a["precision"], "status": "failed",
-                     "reason": a["reason"]})
+    plan = Plan(name=out.name, models=[{"name": name, "weights": weights, "input_size": input_size}],
+                formats=list(formats), precisions=list(precisions), devices=[], reparam=[True],
+                data={"evaluation": data, "eval_limit": limit, "calib_count": calib_count},
+                quantization=dict(quant or {}), gates={"int8": {}, "int16x8": {}})
+    run = execute(plan, out, cache=out / "cache", write_report=False)["run"]
+    rows = [{"runtime": r["runtime"], "format": r.get("format", "pytorch"), "precision": r.get("precision", "fp32"),
+             "top1": r["top1"], "top1_ci95": r["top1_ci95"], "images": r["images"],
+             "agreement_vs_pytorch": (r.get("vs_pytorch") or {}).get("agreement")}
+            for r in run["accuracy"] if "top1" in r]
+    rows += [{"runtime": "-", "format": a["format"], "precision": a["precision"], "status": "failed",
+              "reason": a["reason"]} for a in run["artifacts"] if a["status"] == "failed"]
     return rows
 
 
 def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: str = "builtin", eval_limit: int | None = 500,
                 input_size: int | None = None, keep_worst: int = 2, qat_epochs: int = 2, qa_model: str | None = None,
                 qa_weights: str | None = None, qa_epochs: int = 0, formats=("onnx", "tflite"), say=None) -> dict:
-    from ..api import load_model
+    from ..core import load_model
     from ..fsutil import atomic_write_json, atomic_write_text
-    from .pipeline import optimize_model
-    from .quant import sensitivity_on_data
+    from ..optimize.pipeline import optimize_model
+    from ..optimize.quant import sensitivity_on_data
 
     say = say or (lambda m: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(name, weights=weights, input_size=input_size)
-    if model.workbench_task != "classification":
+    if model.model_info.task != "classification":
         raise ConfigError("the INT8 study scores top-1: use a classification model (detection models: workbench eval)")
-    size = model.workbench_input_size
+    size = model.model_info.input_size
     say("per-layer sensitivity (simulated INT8, one layer at a time)")
     sens = sensitivity_on_data(model, data, eval_limit=eval_limit)
     variants = []
@@ -73,7 +71,7 @@ def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: st
     add("PTQ (per-channel, min/max)", base, fp32)
     say(f"PTQ keeping first, last and the {keep_worst} most sensitive layers in float")
     keep = _eval_export(name, weights, out / "ptq-keep", data, eval_limit, precisions=("int8",),
-                        formats=[f for f in formats if f in ("onnx", "tflite")],
+                        formats=[f for f in formats if get_format(f).has_option("keep_float")],
                         quant={"keep_float": ["first", "last"], "keep_worst": keep_worst}, input_size=size)
     add(f"PTQ, float first/last + {keep_worst} worst layers", keep, fp32)
     if qat_epochs:
@@ -94,7 +92,7 @@ def quant_study(name: str, weights: str, out_dir: str | os.PathLike, *, data: st
             cfg["epochs"] = qa_epochs
             say(f"training {qa_model} for {qa_epochs} epochs (same data{', same recipe' if rec.exists() else ''})")
             qa_weights = str(out / "qarepvgg" / f"{qa_model}.pth")
-            train(qa_model, data, out=qa_weights, input_size=size, num_classes=model.workbench_num_classes,
+            train(qa_model, data, out=qa_weights, input_size=size, num_classes=model.model_info.num_classes,
                   config=TrainConfig(**cfg))
         if qa_weights:
             say(f"PTQ INT8 of {qa_model}")

@@ -1,0 +1,176 @@
+"""The export half of the executor: the content-keyed export cache, local or Ray workers, and
+the optimization step that runs before export.
+
+Exports are cached by content (model, weights sha256, classes, input size, re-parameterization,
+calibration, export settings, quantization and toolchain versions) under a cache folder shared
+between runs, so re-running an unchanged plan re-exports nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from exporters.fsutil import atomic_write_json as _atomic_json
+from exporters.provenance import sha256_path, toolchain_versions
+
+from ..errors import ConfigError
+from .plan import Plan
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def export_key(m: dict, reparam: bool, sweep: Plan) -> str:
+    return _sha({"model": m["name"], "weights": sha256_path(m["weights"]) if m.get("weights") else None,
+                 "num_classes": m.get("num_classes"), "input_size": m.get("input_size"), "reparam": reparam,
+                 "calibration": sweep.data.get("calibration", "builtin"), "calib_count": sweep.data.get("calib_count", 64),
+                 "export": sweep.export, "quantization": sweep.quantization, "toolchain": toolchain_versions(),
+                 **({"gates": sweep.gates} if sweep.gates else {})})[:20]
+
+
+def cached_export(m: dict, reparam: bool, sweep: Plan, cache: Path, say) -> dict:
+    """Manifest rows for every requested (format, precision), exporting only what the cache lacks."""
+    from ..export import ExportOptions, export_model
+
+    d = cache / export_key(m, reparam, sweep)
+    merged_path = d / "manifest.json"
+    merged = json.loads(merged_path.read_text()) if merged_path.exists() else None
+    have = {(a["format"], a["precision"]) for a in (merged or {}).get("artifacts", [])
+            if a["status"] in ("ok", "skipped") and (a["status"] == "skipped" or Path(a["path"]).exists())}
+    want = [(f, p) for f in sweep.formats for p in sweep.precisions]
+    missing = [c for c in want if c not in have]
+    if missing:
+        part = d / f"part-{len(list(d.glob('part-*'))) if d.exists() else 0}"
+        calib = sweep.data.get("calibration", "builtin")
+        opts = ExportOptions(formats=tuple(dict.fromkeys(f for f, _ in missing)),
+                             precisions=tuple(dict.fromkeys(p for _, p in missing)),
+                             calib_dir=None if calib == "builtin" else calib, calib_count=sweep.data.get("calib_count", 64),
+                             fidelity_count=sweep.export.get("fidelity_count", 16), reparam=reparam,
+                             route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900),
+                             memory_limit_mb=sweep.export.get("memory_limit_mb"),
+                             quant=sweep.quantization, gates=sweep.gates)
+        say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
+        def fwd(event: str, info: dict) -> None:  # per-artifact progress for the CLI and the dashboard
+            if event == "start":
+                say("export-step", {"model": m["name"], "reparam": reparam, "format": info["format"],
+                                    "precision": info["precision"], "index": info["index"], "total": info["total"]})
+
+        new = export_model(m["name"], out_dir=part, weights=m.get("weights"), num_classes=m.get("num_classes"),
+                           input_size=m.get("input_size"), options=opts, progress=fwd)
+        new["export_dir"] = str(part)
+        if merged is None:
+            merged = {**new, "artifacts": []}
+        keep = [a for a in merged["artifacts"] if (a["format"], a["precision"]) in have]
+        merged["artifacts"] = keep + [dict(a, export_dir=str(part)) for a in new["artifacts"]
+                                      if (a["format"], a["precision"]) in missing]
+        merged.setdefault("parts", []).append(str(part))
+        _atomic_json(merged_path, merged)
+    else:
+        say("cached", {"model": m["name"], "reparam": reparam, "combos": len(want)})
+    rows = [a for a in merged["artifacts"] if (a["format"], a["precision"]) in want]
+    return {**merged, "artifacts": rows, "cache_dir": str(d), "exported_now": len(missing)}
+
+
+def optimize_all(sweep: Plan, cache_dir: Path, say) -> dict[int, dict]:
+    """Run each model's ``optimize`` steps once (cached by content under ``cache/optimized``) and
+    point the model entry at the optimized weights, so export, accuracy and latency use them."""
+    from ..optimize.pipeline import optimize_model
+
+    reports = {}
+    for i, m in enumerate(sweep.models):
+        if not m.get("optimize"):
+            continue
+        src = m.get("source_weights", m.get("weights"))
+        key = _sha({"model": m["name"], "weights": sha256_path(src) if src else None, "num_classes": m.get("num_classes"),
+                    "input_size": m.get("input_size"), "optimize": m["optimize"], "version": 1})[:20]
+        out = cache_dir.parent / "optimized" / key / f"{m['name']}.safetensors"
+        report_path = out.with_name(out.name + ".json")
+        if out.exists() and report_path.exists():
+            say("cached", {"model": m.get("label", m["name"]), "reparam": True, "combos": "optimized weights"})
+            rep = json.loads(report_path.read_text())
+        else:
+            say("optimize", {"model": m.get("label", m["name"]), "steps": m["optimize"]})
+            rep = optimize_model(m["name"], m["optimize"], out=out, weights=src, num_classes=m.get("num_classes"),
+                                 input_size=m.get("input_size"),
+                                 say=lambda msg, lab=m.get("label", m["name"]): say("optimize", {"model": lab, "step": msg}))
+        m["source_weights"] = src
+        m["weights"] = str(out)
+        reports[i] = rep
+    return reports
+
+
+def _relocate(root: Path, old: str, new: str) -> None:
+    """Rewrite absolute paths in every manifest under ``root`` (artifacts gathered from a worker)."""
+    for mf in root.rglob("manifest.json"):
+        mf.write_text(mf.read_text().replace(old, new))
+
+
+def _ray_export(m: dict, reparam: bool, sweep: Plan) -> tuple[dict, bytes, str]:
+    """Runs on a Ray worker: export into the worker's own temporary cache and ship it back."""
+    import io
+    import tarfile
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="wb-ray-"))
+    try:
+        man = cached_export(m, reparam, sweep, tmp, lambda e, i: None)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            tar.add(man["cache_dir"], arcname=Path(man["cache_dir"]).name)
+        return man, buf.getvalue(), str(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_all(sweep: Plan, cache_dir: Path, executor: str, address: str | None, jobs: int, say) -> dict:
+    """Every (model, reparam) export, on worker threads (each conversion is its own process) or
+    as Ray tasks whose artifacts are gathered back into the local cache."""
+    todo = [(i, m, r) for i, m in enumerate(sweep.models) for r in sweep.reparam]
+    results: dict = {}
+    if executor == "local":
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futs = {(i, r): pool.submit(cached_export, m, r, sweep, cache_dir, say) for i, m, r in todo}
+            for k, f in futs.items():
+                results[k] = f.result()
+        return results
+    if executor != "ray":
+        raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("--executor ray needs the ray package (pip install ray==2.60.0)") from e
+    import io
+    import tarfile
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": max(1, jobs)}))
+    try:
+        remote = ray.remote(_ray_export)
+        refs = {(i, r): remote.remote(m, r, sweep) for i, m, r in todo}
+        for (i, r), ref in refs.items():
+            say("export", {"model": sweep.models[i]["name"], "reparam": r, "combos": "ray task"})
+            man, blob, worker_root = ray.get(ref)
+            key = Path(man["cache_dir"]).name
+            dest = cache_dir / key
+            if dest.exists():
+                shutil.rmtree(dest)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                tar.extractall(cache_dir, filter="data")
+            _relocate(dest, str(Path(worker_root) / key), str(dest))
+            results[(i, r)] = {**json.loads((dest / "manifest.json").read_text()),
+                               "cache_dir": str(dest), "exported_now": man["exported_now"],
+                               "artifacts": [a for a in json.loads((dest / "manifest.json").read_text())["artifacts"]
+                                             if (a["format"], a["precision"]) in
+                                             {(f, p) for f in sweep.formats for p in sweep.precisions}]}
+    finally:
+        if started:
+            ray.shutdown()
+    return results

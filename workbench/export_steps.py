@@ -1,0 +1,148 @@
+"""One artifact's export: the format's worker stages, then a run here and the fidelity gate.
+
+Every stage is a process of its own (``exporters.worker``): a crash, a hang or an out-of-memory
+conversion becomes a failed row and the other formats go on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from exporters.base import Format
+from exporters.provenance import sha256_path, size_bytes
+from exporters.records import ArtifactRecord, ConvertJob, ConvertResult, FailureKind, ModelRef, Status
+
+from .proc import ProcResult, run_isolated
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ArtifactContext:
+    """What every artifact of one model's export shares."""
+
+    model: ModelRef
+    producer_version: str
+    out: Path
+    work: Path
+    cache: Path
+    opts: object  # ExportOptions
+    format_options: dict
+    reference: list
+    task: str
+    priors: object
+    gates: dict
+    trained: bool
+
+    def env(self) -> dict:
+        return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def _oom_reason(reason: str | None, memory_limit_mb: int | None) -> str:
+    cap = f"memory limit {memory_limit_mb} MB; raise --memory-limit" if memory_limit_mb else "free memory"
+    return f"out of memory during the conversion ({cap}): {reason}"[:500]
+
+
+def _failed(rec: ArtifactRecord, res: ConvertResult | None, pr: ProcResult, ctx: ArtifactContext, prefix: str = "") -> ArtifactRecord:
+    """A stage that failed, crashed, hung or ran out of memory, as the row's typed reason."""
+    rec.status = Status.FAILED
+    if res is None or pr.timed_out:
+        rec.failure = FailureKind.TIMEOUT if pr.timed_out else (
+            FailureKind.OUT_OF_MEMORY if pr.out_of_memory else FailureKind.CRASH)
+        rec.reason = prefix + (pr.describe_failure() if (pr.timed_out or pr.crashed) else "worker wrote no result")
+        return rec
+    rec.failure = res.failure or FailureKind.ERROR
+    # a stage that answered "failed" with its own words (no exception) keeps them as they are
+    reason = (prefix if res.failure is not None else "") + (res.reason or "failed")
+    rec.reason = _oom_reason(reason, ctx.opts.memory_limit_mb) if rec.failure == FailureKind.OUT_OF_MEMORY else reason
+    return rec
+
+
+def _stage(ctx: ArtifactContext, job: ConvertJob, tag: str, rec: ArtifactRecord | None,
+           memory_limit: bool = True) -> tuple[ProcResult, ConvertResult | None]:
+    result_path = ctx.work / f"{tag}.{job.mode}.json"
+    result_path.unlink(missing_ok=True)
+    job = dataclasses.replace(job, result_path=str(result_path))
+    job_file = ctx.work / f"{tag}.{job.mode}.job.json"
+    job_file.write_text(json.dumps(job.to_dict()))
+    pr = run_isolated([sys.executable, "-m", "exporters.worker", str(job_file)], timeout=ctx.opts.timeout_s,
+                      log_path=ctx.work / f"{tag}.{job.mode}.log", env=ctx.env(),
+                      memory_limit_mb=ctx.opts.memory_limit_mb if memory_limit else None)
+    if rec is not None:
+        rec.stages.append({"stage": job.mode, "seconds": round(pr.seconds, 2), "peak_rss_mb": round(pr.peak_rss_mb, 1)})
+        rec.export_seconds = round(sum(s["seconds"] for s in rec.stages), 2)
+        rec.peak_rss_mb = max(s["peak_rss_mb"] for s in rec.stages)
+    return pr, _read_result(result_path)
+
+
+def export_one(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord) -> ArtifactRecord:
+    path = ctx.out / f"{rec.model}_{rec.precision}{fmt.suffix}"
+    tag = f"{fmt.name}-{rec.precision}"
+    job = ConvertJob(mode="convert", format=fmt.name, precision=rec.precision, out_path=str(path),
+                     work_dir=str(ctx.cache), result_path="", model=ctx.model, producer_version=ctx.producer_version,
+                     calib=str(ctx.work / "calib.npy"), threads=ctx.opts.threads, options=dict(ctx.format_options))
+    for mode in fmt.stages(job.options):
+        pr, res = _stage(ctx, dataclasses.replace(job, mode=mode), tag, rec)
+        if res is None or pr.timed_out or res.status == Status.FAILED:
+            prefix = "building the TensorFlow graph failed: " if mode == "prepare" else ""
+            return _failed(rec, res, pr, ctx, prefix)
+        if res.status == Status.UNSUPPORTED and "fallback_options" in res.extra:  # the format's own fallback
+            job = dataclasses.replace(job, options={**job.options, **res.extra["fallback_options"]})
+            rec.notes.append(res.reason)
+        elif res.status in (Status.SKIPPED, Status.UNSUPPORTED):
+            rec.status, rec.reason = res.status, res.reason
+            return rec
+        if res.extra.get("cached"):
+            rec.stages.pop()  # shared with an earlier precision; its cost is on that row
+        if mode == "convert":
+            rec.route, rec.notes = res.route, rec.notes + list(res.notes)
+            rec.validation = res.extra.get("validation")
+    rec.path, rec.sha256, rec.size_bytes = str(path), sha256_path(path), size_bytes(path)
+    rec.status = Status.OK
+    if not fmt.runs_here:
+        why = f"not runnable on this host ({fmt.capability.not_runnable_reason})"
+        rec.fidelity = {"status": why}
+        rec.gate = {"passed": None, "checks": {}, "reason": f"{why}; validated by spec reload and weight SNR instead"}
+        return rec
+    return check_fidelity(ctx, fmt, rec, job, tag)
+
+
+def check_fidelity(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord, job: ConvertJob, tag: str) -> ArtifactRecord:
+    """Run the artifact here (its own process) on the fidelity inputs and gate it against PyTorch."""
+    from .fidelity import apply_gate, compare
+
+    outputs = ctx.work / f"{tag}.outputs.npz"
+    run_job = dataclasses.replace(job, mode="run", inputs=str(ctx.work / "fidelity_inputs.npy"), outputs=str(outputs))
+    pr, res = _stage(ctx, run_job, tag, None, memory_limit=False)
+    if pr.timed_out or res is None or res.status != Status.OK:
+        return _failed(rec, res, pr, ctx, "artifact could not run here: ")
+    rec.gpu_delegate = res.extra.get("gpu_delegate")
+    with np.load(outputs) as z:
+        got = [z[f"arr_{i}"] for i in range(len(z.files))]
+    try:
+        rec.fidelity = compare(ctx.reference, got, ctx.task, ctx.priors)
+    except ValueError as e:
+        rec.status, rec.reason = Status.FAILED, f"outputs do not match PyTorch's layout: {e}"
+        return rec
+    gate = apply_gate(rec.precision, rec.fidelity, ctx.gates, ctx.trained)
+    rec.gate = gate.to_dict()
+    if gate.passed is False:
+        rec.status, rec.reason = Status.FAILED, f"fidelity gate missed: {gate.reason}"
+    return rec
+
+
+def _read_result(path: Path) -> ConvertResult | None:
+    if not path.exists():
+        return None
+    try:
+        return ConvertResult.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return None
