@@ -81,6 +81,9 @@ class Format:
     def load(self, path: str | Path, *, threads: int = 2, options: dict | None = None) -> Runner:
         raise SkipCombination(f"{self.name} artifacts cannot run on this host: {self.capability.not_runnable_reason}")
 
+    def check_artifact(self, path: str | Path) -> None:
+        """Refuse (raise ``ValueError`` with one line) a file that is unsafe to hand to a runtime."""
+
     def inspect(self, path: str | Path) -> dict:
         """Static facts about an artifact worth recording beside its fidelity (e.g. GPU placement)."""
         return {}

@@ -7,6 +7,7 @@ removes the temporary file and leaves the previous file untouched.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -24,5 +25,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return p
 
 
+def finite(obj):
+    """``obj`` with every NaN / Inf float replaced by None: JSON stays valid JSON (a bare ``NaN`` is
+    not), and a figure that could not be computed reads as missing, never as a number."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=str))
+    return atomic_write_text(path, json.dumps(finite(obj), indent=2, default=str, allow_nan=False))

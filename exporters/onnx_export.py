@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Capability, Format
-from .records import ConvertJob, ConvertResult, ModelInfo, SkipCombination
+from .records import ConvertJob, ConvertResult, ExportError, ModelInfo, SkipCombination
 from .provenance import stamp
 
 OPSET = 17
@@ -102,7 +102,7 @@ def _convert(model, info: ModelInfo, out_path: str, precision: str, options: dic
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         if calib is None or len(calib) == 0:
-            raise ValueError("int8 needs calibration data")
+            raise ExportError("int8 needs calibration data (--calib-count >= 1)")
         q = options.get("quant") or {}
         per_channel = bool(q.get("per_channel", True))
         method = q.get("calib_method", "minmax")
@@ -135,6 +135,34 @@ def _convert(model, info: ModelInfo, out_path: str, precision: str, options: dic
 
 
 
+class UnsafeArtifact(ValueError):
+    """An artifact that would make a runtime read outside its own folder."""
+
+
+def check_external_data(path) -> None:
+    """Refuse an ONNX file whose external-data locations are absolute or resolve (symlinks
+    included) outside the model's folder, before any runtime loads it."""
+    import os
+
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    p = Path(path)
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:
+        raise UnsafeArtifact(f"{p.name} is not a readable ONNX file ({type(e).__name__}); re-export it") from e
+    root = p.resolve().parent
+    for t in _get_all_tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = Path(os.path.realpath(root / loc))
+        if not loc or os.path.isabs(loc) or (target != root and root not in target.parents):
+            raise UnsafeArtifact(f"{p.name}: tensor {t.name!r} reads external data from {loc!r}, outside the model's "
+                                 f"folder; refused (keep external data files beside the .onnx)")
+
+
 class OnnxFormat(Format):
     capability = Capability(
         "onnx", ".onnx", ("fp32", "fp16", "int8", "int8-dynamic"),
@@ -150,7 +178,11 @@ class OnnxFormat(Format):
         return _convert(load_model(), job.model.info, job.out_path, job.precision, job.options, calib,
                         Path(job.work_dir) / "base_fp32.onnx", job.producer_version)
 
+    def check_artifact(self, path) -> None:
+        check_external_data(path)
+
     def load(self, path, *, threads: int = 2, options: dict | None = None):
         from .runtime import onnx_runner
 
+        self.check_artifact(path)
         return onnx_runner(str(path), threads)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Capability, Format
-from .records import ConvertJob, ConvertResult, ModelInfo, SkipCombination, Status
+from .records import ConvertJob, ConvertResult, ExportError, ModelInfo, SkipCombination, Status
 
 
 def _quiet_tf():
@@ -91,7 +91,7 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
         notes.append("dynamic range: int8 weights, activations quantized on the fly")
     elif precision in ("int8", "int16x8"):
         if calib is None or len(calib) == 0:
-            raise ValueError(f"{precision} needs calibration data")
+            raise ExportError(f"{precision} needs calibration data (--calib-count >= 1)")
         quant = quant or {}
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = _representative(calib, nchw)
@@ -188,7 +188,7 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
         try:
             onnx2tf.convert(**kwargs)
         except SystemExit as e:  # onnx2tf exits the process on some errors
-            raise RuntimeError(f"onnx2tf stopped (exit {e.code}); see the conversion log") from None
+            raise ExportError(f"onnx2tf stopped (exit {e.code}); see the conversion log") from None
     finally:
         os.chdir(cwd)
     stem = onnx_path.stem
@@ -198,7 +198,7 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
     }[precision]
     src = run_dir / "out" / produced
     if not src.exists():
-        raise RuntimeError(f"onnx2tf did not write {produced}")
+        raise ExportError(f"onnx2tf did not write {produced}; see its log beside the manifest")
     shutil.copyfile(src, out)
     return ["onnx2tf route; its own output check is off when calibration data is given, "
             "so the workbench validates the file itself"]

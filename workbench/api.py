@@ -20,6 +20,7 @@ from .export import ExportOptions, export_model
 from .fsutil import atomic_write_json
 from .jobs import allocate, list_runs, start, status
 from .optimize.pipeline import optimize_model
+from .proc import Cancelled, cancel_all
 from .optimize.quant import sensitivity_on_data
 from .registry import list_models
 from .report.build import validate_run
@@ -36,7 +37,7 @@ __all__ = [
     "load_profiles", "Protocol", "block_structure", "load_model", "model_summary", "reparameterize",
     "save_state_dict", "zoo_table", "run_demo", "ConfigError", "WorkbenchError", "evaluate_target", "Plan",
     "execute", "ExportOptions", "export_model", "atomic_write_json", "allocate", "list_runs", "start", "status",
-    "optimize_model", "sensitivity_on_data", "list_models", "validate_run", "compare_runs", "report_cells",
+    "optimize_model", "Cancelled", "cancel_all", "sensitivity_on_data", "list_models", "validate_run", "compare_runs", "report_cells",
     "pareto", "write_reports", "compare_before_after", "quant_study", "load_sweep", "run_sweep", "safe_name",
     "sweep_to_toml", "TrainConfig", "train",
 ]

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, UnsafeCheckpointError
-from .modelinfo import info_of
+from .modelinfo import info_of, set_info
 
 TORCH_SUFFIXES = {".pth", ".pt", ".bin", ".ckpt", ".tar"}
 SAFE_SUFFIXES = {".safetensors"}
@@ -75,9 +75,36 @@ def _read_safetensors(p: Path) -> dict:
                               "the file may be truncated or of another format") from e
 
 
+def _sniff(p: Path) -> None:
+    """Name what a file is when it is not a checkpoint, before torch.load says something obscure."""
+    link = f" (a link to {os.readlink(p)})" if p.is_symlink() else ""
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(p).namelist()
+        except zipfile.BadZipFile:
+            names = []
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            raise CheckpointError(f"{p.name}{link} is a TorchScript archive (torch.jit.save), not a state dict; save its "
+                                  "weights with torch.save(torch.jit.load(path).state_dict(), 'weights.pth')")
+        return
+    import tarfile
+
+    if not head.startswith(b"\x80") and not tarfile.is_tarfile(p):  # not a zip, a pickle or a legacy tar
+        shown = head.decode("ascii", "replace").strip() or head.hex()
+        raise CheckpointError(f"{p.name}{link} is not a PyTorch checkpoint: it starts with {shown!r} (a .pth file is "
+                              "a zip archive or a pickle); pass the weights file itself")
+
+
 def _read_torch(p: Path) -> object:
+    import warnings
+
+    _sniff(p)
     try:
-        return torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about the file: our one line says it better
+            warnings.simplefilter("ignore")
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
@@ -95,11 +122,11 @@ def _read_torch(p: Path) -> object:
 
 
 def _culprit(msg: str) -> str:
-    for line in msg.splitlines():
-        line = line.strip()
-        if line.startswith("Unsupported global: GLOBAL "):
-            return f" ({line.removeprefix('Unsupported global: GLOBAL ').split()[0]})"
-    return ""
+    """The pickle global that was refused, named (torch words it differently across versions)."""
+    import re
+
+    m = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", msg)
+    return f" (it asks for {m.group(1)})" if m else ""
 
 
 def _short(e: BaseException, limit: int = 160) -> str:
@@ -261,11 +288,31 @@ def apply_state_dict(model: nn.Module, sd: dict, source: str = "weights") -> Non
         fits = suggest_models(sd)
         hint = (f"; it fits {', '.join(fits)}" if fits else "; no model in the zoo fits it")
         raise CheckpointError(f"{source} does not fit {target}: {mm.describe()}{hint}")
+    check_values(model, sd, source)
     full = dict(sd)
     for k, v in model.state_dict().items():  # BN counters some files omit
         if k.endswith("num_batches_tracked") and k not in full:
             full[k] = v
     model.load_state_dict(full, strict=True)
+
+
+def check_values(model: nn.Module, sd: dict, source: str = "weights") -> None:
+    """Refuse a tensor whose type or values cannot be weights: a non-floating tensor where the model
+    holds floats (int64 weights would load as garbage), or NaN / Inf anywhere (they propagate into
+    every figure). Names the first offending key."""
+    want = model.state_dict()
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        ref = want.get(k)
+        if ref is not None and ref.is_floating_point() and not v.is_floating_point():
+            raise CheckpointError(f"{source}: {k} holds {str(v.dtype).removeprefix('torch.')} values where the model "
+                                  f"expects floating-point weights; re-save the weights as float32")
+        if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            kind = "NaN" if bool(torch.isnan(v).any()) else "Inf"
+            raise CheckpointError(f"{source}: {k} has {bad} non-finite value(s) ({kind}); the weights are damaged "
+                                  "(a diverged training run?): use an earlier checkpoint")
 
 
 def suggest_models(sd: dict, limit: int = 3) -> list[str]:
@@ -291,3 +338,33 @@ def suggest_models(sd: dict, limit: int = 3) -> list[str]:
         if len(hits) >= limit:
             break
     return hits
+
+
+# A channel-pruned file records this marker in its safetensors metadata; loading it resizes the
+# layers to the file's shapes first (the pruning itself is workbench.optimize.prune).
+PRUNED_MARKER = "workbench_pruned"
+
+
+@torch.no_grad()
+def adapt_to_state_dict(model: nn.Module, sd: dict) -> None:
+    """Resize Conv2d / BatchNorm2d / Linear layers to the shapes in ``sd`` (a pruned model's file)."""
+    for name, m in list(model.named_modules()):
+        w = sd.get(f"{name}.weight")
+        if w is None:
+            continue
+        if isinstance(m, nn.Conv2d) and tuple(w.shape) != tuple(m.weight.shape):
+            new = nn.Conv2d(w.shape[1] * m.groups, w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
+                            m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
+        elif isinstance(m, nn.BatchNorm2d) and w.shape[0] != m.num_features:
+            new = nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats)
+        elif isinstance(m, nn.Linear) and tuple(w.shape) != tuple(m.weight.shape):
+            new = nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None)
+        elif isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.ndim == 1 and w.shape != m.weight.shape:
+            m.weight = nn.Parameter(torch.empty(w.shape, dtype=m.weight.dtype))  # per-channel scales (SSD L2Norm)
+            continue
+        else:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        parent._modules[child] = new
+    set_info(model, pruned=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoints import apply_state_dict, infer_num_classes, is_deploy_layout, read_state_dict, to_native_layout
+from .checkpoints import (PRUNED_MARKER, adapt_to_state_dict, apply_state_dict, infer_num_classes, is_deploy_layout,
+                          read_metadata, read_state_dict, to_native_layout)
 from .errors import CheckpointError
 from .registry import create_model, get_spec, list_models, resolve_input_size
 from .reparam import EquivalenceReport, compare_outputs, is_deploy, reparameterize_model
@@ -26,8 +27,6 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None, num_class
     if weights is None:
         return create_model(name, num_classes=num_classes, input_size=input_size, deploy=bool(deploy))
     sd = to_native_layout(read_state_dict(weights))
-    from .checkpoints import read_metadata
-    from .optimize.prune import PRUNED_MARKER, adapt_to_state_dict
 
     pruned = read_metadata(weights).get(PRUNED_MARKER) == "1"
     file_classes = infer_num_classes(sd)

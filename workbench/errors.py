@@ -31,10 +31,6 @@ class UnsafeCheckpointError(CheckpointError):
     """A pickle that would run code or build arbitrary objects when loaded."""
 
 
-class ExportError(WorkbenchError, RuntimeError):
-    pass
-
-
 class ConfigError(WorkbenchError, ValueError):
     """A sweep, device profile or option value that is malformed."""
 

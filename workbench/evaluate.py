@@ -121,6 +121,21 @@ def paired_agreement(task: str, ref: list[np.ndarray], other: list[np.ndarray], 
     return {"agreement": d["detection_agreement"], **d}
 
 
+def data_warnings(ds, model_classes: int) -> list[str]:
+    return _class_warnings(getattr(ds, "num_classes", None), model_classes)
+
+
+def _class_warnings(n: int | None, model_classes: int) -> list[str]:
+    """What makes an accuracy figure on this data meaningless or odd, said once."""
+    out = []
+    if n == 1:
+        out.append("the data set has one class: every prediction of that class scores 100%; top-1 says nothing here")
+    elif n is not None and n != model_classes:
+        out.append(f"the data set has {n} classes, the model {model_classes}: labels are compared by index, so "
+                   "top-1 is only meaningful if the model was trained on these classes in this order")
+    return out
+
+
 def artifact_context(path: str) -> tuple[dict, dict | None]:
     """(manifest row, manifest) for an artifact, from the manifest.json beside it; else from its
     ONNX metadata. Raises a one-line error when neither tells what made the file."""
@@ -164,6 +179,8 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
 
     from exporters import Status, get_format
 
+    from .artifact_run import ArtifactRunError, run_artifact
+    from .modelinfo import info_of
     from .core import load_model
     from .data.preprocess import Preprocess
     from .exportdir import ExportDir
@@ -171,7 +188,9 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
     p = Path(target)
     if not p.exists():  # a zoo model
         model = load_model(target, weights=weights, num_classes=num_classes, input_size=input_size)
-        return {"results": [{"target": target, **evaluate_torch(model, data, limit)}]}
+        res = evaluate_torch(model, data, limit)
+        n = len(res["data"]["classes"]) + (1 if info_of(model).task == "detection" else 0)
+        return {"results": [{"target": target, **res}], "warnings": _class_warnings(n, info_of(model).num_classes)}
     xd = ExportDir.of(p if p.is_dir() else p.parent)
     if p.is_dir():
         manifest = xd.read()
@@ -202,15 +221,14 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
             results.append({**entry, "status": Status.NOT_MEASURED,
                             "reason": f"not runnable on this host ({fmt.capability.not_runnable_reason})"})
             continue
-        try:
-            runner = fmt.load(a["path"], threads=threads, options=manifest.get("options", {}))
-            outs = runner(x)
-        except Exception as e:
-            results.append({**entry, "status": Status.FAILED, "reason": f"{type(e).__name__}: {e}"[:300]})
+        try:  # in a process of its own: a runtime crash on a damaged file is a failed row
+            outs = run_artifact(a["path"], fmt.name, x, options=manifest.get("options", {}), threads=threads)
+        except ArtifactRunError as e:
+            results.append({**entry, "status": Status.FAILED, "reason": str(e)[:300]})
             continue
         res = {**entry, "runtime": fmt.capability.runtime, "data": ds.manifest(),
                **score(task, outs, ds, priors, size)}
         if ref is not None:
             res["vs_pytorch"] = paired_agreement(task, ref, outs, priors)
         results.append(res)
-    return {"results": results}
+    return {"results": results, "warnings": data_warnings(ds, manifest["num_classes"])}

@@ -60,10 +60,14 @@ class ExportOptions:
 
         if self.route not in ROUTES:
             raise ConfigError(f"unknown TFLite route {self.route!r}; choose auto, tf-direct or onnx2tf")
-        if self.calib_count < 1 or self.fidelity_count < 1:
-            raise ConfigError("--calib-count and the fidelity image count must be >= 1")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout_s}")
+        from .sweep_fields import check_number
+
+        check_number("--calib-count", self.calib_count, "int", 1, 100_000)
+        check_number("the fidelity image count", self.fidelity_count, "int", 1, 100_000)
+        check_number("--timeout", self.timeout_s, "number", 1, 7 * 86400)
+        check_number("--threads", self.threads, "int", 1, 256)
+        if self.memory_limit_mb is not None:
+            check_number("--memory-limit", self.memory_limit_mb, "int", 256, 1 << 22)
         return self
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,30 +88,85 @@ def _limit_memory(mb: int | None):
     return apply
 
 
+class Cancelled(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, SIGTERM, a cancel): no new process starts. A KeyboardInterrupt,
+    so no ``except Exception`` that records a failed row swallows it."""
+
+
+# Every isolated child runs in its own process group (so a timeout kills its helpers too); these
+# are the groups alive now, so an interrupt can stop all of them at once.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+CANCEL = threading.Event()
+
+
+def cancel_all() -> None:
+    """Stop every isolated child process group now and refuse to start new ones."""
+    CANCEL.set()
+    with _LIVE_LOCK:
+        groups = list(_LIVE)
+    for pg in groups:
+        _kill_group(pg)
+
+
+def _kill_group(pg: int) -> None:
+    try:
+        os.killpg(pg, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _child_setup(memory_limit_mb: int | None):
+    limit = _limit_memory(memory_limit_mb)
+
+    def apply():  # in the child, before exec
+        try:  # die with the parent (Linux): a killed run leaves no converter behind
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+        if limit:
+            limit()
+    return apply
+
+
 def run_isolated(cmd: list[str], *, timeout: float, log_path: Path, env: dict | None = None,
                  cwd: str | None = None, memory_limit_mb: int | None = None) -> ProcResult:
+    if CANCEL.is_set():
+        raise Cancelled("interrupted")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log_path, "wb") as log:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=env, cwd=cwd, preexec_fn=_limit_memory(memory_limit_mb))
+                             start_new_session=True, env=env, cwd=cwd, preexec_fn=_child_setup(memory_limit_mb))
+        with _LIVE_LOCK:
+            _LIVE.add(p.pid)
         deadline = t0 + timeout
         timed_out = False
         peak_kb = 0
-        while True:
-            peak_kb = max(peak_kb, _tree_peak_kb(p.pid))
-            pid, status, _ = os.wait4(p.pid, os.WNOHANG)
-            if pid == p.pid:
-                break
-            if time.perf_counter() > deadline:
-                timed_out = True
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                _, status, _ = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.05)
+        try:
+            while True:
+                peak_kb = max(peak_kb, _tree_peak_kb(p.pid))
+                pid, status, _ = os.wait4(p.pid, os.WNOHANG)
+                if pid == p.pid:
+                    break
+                if time.perf_counter() > deadline or CANCEL.is_set():
+                    timed_out = not CANCEL.is_set()
+                    _kill_group(p.pid)
+                    _, status, _ = os.wait4(p.pid, 0)
+                    break
+                time.sleep(0.05)
+        except BaseException:  # Ctrl-C or SIGTERM in this thread: the child group goes with us
+            _kill_group(p.pid)
+            os.wait4(p.pid, 0)
+            raise
+        finally:
+            _kill_group(p.pid)  # helpers the child left in its group
+            with _LIVE_LOCK:
+                _LIVE.discard(p.pid)
+        if CANCEL.is_set():
+            raise Cancelled("interrupted")
         p.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
     seconds = time.perf_counter() - t0
     tail = log_path.read_bytes()[-3000:].decode("utf-8", "replace") if log_path.exists() else ""

@@ -97,10 +97,19 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[key]
 
 
+MAX_INPUT_SIZE = 2048
+
+
 def resolve_input_size(spec: ModelSpec, input_size: int | None) -> int:
     if input_size is None:
         return spec.default_input_size
+    if isinstance(input_size, bool) or not isinstance(input_size, int) and not (
+            isinstance(input_size, float) and input_size.is_integer()):
+        raise ModelConfigError(f"input size must be a whole number of pixels, got {input_size!r}")
     size = int(input_size)
+    if size > MAX_INPUT_SIZE:
+        raise ModelConfigError(f"{spec.name}: input {size}px is over the {MAX_INPUT_SIZE}px this tool builds "
+                               f"(activations alone would need GBs); use a smaller --input-size")
     if spec.fixed_input_size and size != spec.default_input_size:
         raise ModelConfigError(
             f"{spec.name} takes only {spec.default_input_size}x{spec.default_input_size} input "

@@ -16,6 +16,7 @@ from exporters import FORMATS, PRECISIONS
 from .errors import ConfigError, did_you_mean
 from .executor import Plan, execute
 from .executor.run import DEFAULT_CACHE  # noqa: F401  (the documented default cache folder)
+from .sweep_fields import check_fields, check_string
 
 Sweep = Plan  # a sweep file is read into a Plan
 
@@ -38,14 +39,22 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     from .registry import get_spec
 
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"sweep file {p} does not exist")
-    text = p.read_text()
+    if not p.is_file():
+        raise ConfigError(f"sweep file {p} does not exist" if not p.exists() else f"{p} is not a file; pass a sweep .toml")
     try:
+        text = p.read_text()
         doc = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p.name}: not a text file; a sweep is a TOML file (see sweeps/tiny.toml)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p.name}: not valid TOML ({e})") from e
     _check_keys(p.name, doc, TOP_KEYS)
+    for key in ("data", "latency", "export", "quantization"):
+        if not isinstance(doc.get(key, {}), dict):
+            raise ConfigError(f"{p.name}: [{key}] must be a table")
+    check_fields(p.name, doc)
     models = doc.get("models")
     if not isinstance(models, list) or not models:
         raise ConfigError(f"{p.name}: needs at least one [[models]] entry with a name")
@@ -54,10 +63,12 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             raise ConfigError(f"{p.name}: models[{i}] needs a name")
         _check_keys(f"{p.name} models[{i}]", m, MODEL_KEYS)
         get_spec(m["name"])
-        for k in ("num_classes", "input_size"):
-            if k in m and (not isinstance(m[k], int) or isinstance(m[k], bool) or m[k] < 1):
-                raise ConfigError(f"{p.name}: models[{i}].{k} must be a positive integer, got {m[k]!r}")
-        if m.get("weights"):
+        if "input_size" in m:
+            from .registry import resolve_input_size
+
+            resolve_input_size(get_spec(m["name"]), m["input_size"])
+        if "weights" in m:
+            check_string(f"{p.name}: models[{i}].weights", m["weights"], max_len=4096)
             w = (p.parent / m["weights"]).resolve() if not Path(m["weights"]).is_absolute() else Path(m["weights"])
             if not w.exists():
                 raise ConfigError(f"{p.name}: models[{i}].weights {m['weights']} does not exist")
@@ -81,8 +92,12 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
     def str_list(key, default, allowed=None):
         v = doc.get(key, default)
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ConfigError(f"{p.name}: '{key}' must be a list of strings")
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{p.name}: '{key}' must be a non-empty list of strings"
+                              + (f" from {', '.join(allowed)}" if allowed else ""))
+        dup = sorted({x for x in v if v.count(x) > 1})
+        if dup:
+            raise ConfigError(f"{p.name}: '{key}' lists {dup[0]!r} twice; each value once")
         for x in v:
             if allowed is not None and x not in allowed:
                 raise ConfigError(f"{p.name}: '{key}' has {x!r}{did_you_mean(x, allowed)}; allowed: {', '.join(allowed)}")
@@ -96,23 +111,15 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     reparam = doc.get("reparam", [True])
     if isinstance(reparam, bool):
         reparam = [reparam]
-    if not isinstance(reparam, list) or not all(isinstance(x, bool) for x in reparam):
-        raise ConfigError(f"{p.name}: 'reparam' must be true, false or a list of them")
+    if not isinstance(reparam, list) or not reparam or not all(isinstance(x, bool) for x in reparam) \
+            or len(set(reparam)) != len(reparam):
+        raise ConfigError(f"{p.name}: 'reparam' must be true, false or a list of them, each once")
     for key, allowed in (("data", DATA_KEYS), ("latency", LATENCY_KEYS), ("export", EXPORT_KEYS)):
-        if not isinstance(doc.get(key, {}), dict):
-            raise ConfigError(f"{p.name}: [{key}] must be a table")
         _check_keys(f"{p.name} [{key}]", doc.get(key, {}), allowed)
-    for k, v in doc.get("latency", {}).items():
-        if k == "remote":
-            if v not in REMOTE_MODES:
-                raise ConfigError(f"{p.name}: latency.remote must be one of {', '.join(REMOTE_MODES)}, got {v!r}")
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"{p.name}: latency.{k} must be a non-negative number, got {v!r}")
+    if "remote" in doc.get("latency", {}):
+        check_string(f"{p.name}: latency.remote", doc["latency"]["remote"], allowed=REMOTE_MODES)
     from .optimize.quant import validate_quant
 
-    if not isinstance(doc.get("quantization", {}), dict):
-        raise ConfigError(f"{p.name}: [quantization] must be a table")
     quant = validate_quant(doc.get("quantization", {}), f"{p.name} [quantization]")
     return Plan(name=doc.get("name", p.stem), models=models, formats=formats, precisions=precisions, devices=devices,
                  reparam=reparam, data=doc.get("data", {}), latency=doc.get("latency", {}), export=doc.get("export", {}),
@@ -124,11 +131,11 @@ ProgressFn = Callable[[str, dict], None]
 
 def run_sweep(path: str, out: str | os.PathLike | None = None, *, resume: bool = False, cache: str | None = None,
               progress: ProgressFn | None = None, executor: str = "local", address: str | None = None,
-              jobs: int = 1) -> dict:
+              jobs: int = 1, max_cells: int | None = None) -> dict:
     plan = load_sweep(path)
     out = Path(out or Path("reports") / safe_name(plan.name))
     return execute(plan, out, resume=resume, cache=cache, progress=progress, executor=executor, address=address,
-                   jobs=jobs)
+                   jobs=jobs, max_cells=max_cells)
 
 
 def safe_name(name: str) -> str:

@@ -56,6 +56,10 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
     fmt = format_for_path(p)
     if fmt is None:
         raise ConfigError(f"{p.name}: cannot benchmark {p.suffix or 'this'} files; use one of {SUFFIXES}")
+    try:
+        fmt.check_artifact(p)  # e.g. ONNX external data that would be read from outside the model's folder
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if profile.runtimes and fmt.name not in profile.runtimes:
         return not_runnable(str(p), profile, profile.runner, f"{profile.name} offers {', '.join(profile.runtimes)}, not {fmt.name}")
     if profile.runner == "estimate":  # after the runtime check: no estimate for a format the device lacks

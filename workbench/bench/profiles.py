@@ -85,6 +85,12 @@ def parse_profile(path: Path) -> DeviceProfile:
         if k not in CONNECTION_FIELDS[doc["runner"]]:
             allowed = ", ".join(sorted(CONNECTION_FIELDS[doc["runner"]])) or "none"
             raise _err(path, f"connection.{k}", f"is not a {doc['runner']} setting{did_you_mean(k, CONNECTION_FIELDS[doc['runner']])}; allowed: {allowed}")
+    from .runners import check_connection
+
+    try:
+        check_connection(doc["runner"], conn, f"{path.name}: connection")
+    except ConfigError as e:
+        raise ConfigError(f"{e}; fix the profile") from None
     if doc["runner"] == "ssh" and "host" not in conn:
         raise _err(path, "connection.host", "is missing (the ssh runner needs a host)")
     if doc["runner"] == "adb" and "benchmark_model" not in conn:

@@ -71,6 +71,74 @@ def run_local(artifact: str, profile, protocol: Protocol, threads: int) -> Laten
     return summarize(raw, device=profile.name, runner="local", artifact=str(artifact))
 
 
+# --- what may reach a command line ----------------------------------------------------------
+
+# ssh options a profile may set (-o KEY=VALUE). Anything else is refused: several ssh options run
+# a local command or load a local library (ProxyCommand, LocalCommand, KnownHostsCommand,
+# PKCS11Provider, Match exec ...), forward ports or read other config files.
+SSH_OPTIONS = frozenset(k.lower() for k in (
+    "AddressFamily", "BatchMode", "CheckHostIP", "Ciphers", "Compression", "ConnectionAttempts", "ConnectTimeout",
+    "GSSAPIAuthentication", "HashKnownHosts", "HostKeyAlgorithms", "HostKeyAlias", "IdentitiesOnly", "IdentityFile",
+    "IPQoS", "KbdInteractiveAuthentication", "KexAlgorithms", "LogLevel", "MACs", "NumberOfPasswordPrompts",
+    "PasswordAuthentication", "PreferredAuthentications", "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes",
+    "PubkeyAuthentication", "RekeyLimit", "ServerAliveCountMax", "ServerAliveInterval", "StrictHostKeyChecking",
+    "TCPKeepAlive", "UpdateHostKeys", "UserKnownHostsFile", "VerifyHostKeyDNS"))
+_SAFE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@%+-]*")  # a host, user, serial: never a leading '-'
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._/~+-]+")  # a remote path or program that goes into a shell line
+_SAFE_FLAG = re.compile(r"--[A-Za-z0-9_]+=[A-Za-z0-9._/:,+-]*")
+
+
+def check_connection(runner: str, conn: dict, where: str = "connection") -> None:
+    """Refuse any connection setting that could run a local command or inject into a command line.
+    Called when a profile is read and again right before a runner builds its command."""
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}.{key} {why}")
+
+    def word(key: str, pattern=_SAFE_WORD) -> None:
+        v = conn.get(key)
+        if v is not None and (not isinstance(v, str) or not pattern.fullmatch(v)):
+            raise bad(key, f"is {v!r}: use letters, digits and . _ - (no leading '-', no spaces or shell characters)")
+
+    if runner == "ssh":
+        word("host")
+        word("user")
+        word("workdir", _SAFE_PATH)
+        word("python", _SAFE_PATH)
+        port = conn.get("port", 22)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise bad("port", f"is {port!r}: use an integer 1-65535")
+        if conn.get("key") is not None and (not isinstance(conn["key"], str) or conn["key"].startswith("-")):
+            raise bad("key", f"is {conn['key']!r}: use the path of a private key file")
+        opts = conn.get("options", [])
+        if not isinstance(opts, list):
+            raise bad("options", "must be a list of \"Key=value\" strings")
+        for o in opts:
+            key = re.split(r"[=\s]", o.strip(), maxsplit=1)[0] if isinstance(o, str) else ""
+            if not isinstance(o, str) or "\n" in o or key.lower() not in SSH_OPTIONS:
+                raise bad("options", f"has {o!r}: ssh option {key or '?'} is not allowed (it can run local commands or "
+                          f"widen access); allowed: {', '.join(sorted(SSH_OPTIONS))}")
+    elif runner == "adb":
+        word("serial")
+        word("workdir", _SAFE_PATH)
+        for key in ("adb", "benchmark_model"):
+            v = conn.get(key)
+            if v is not None and (not isinstance(v, str) or v.startswith("-") or "\n" in v):
+                raise bad(key, f"is {v!r}: use a file path")
+        flags = conn.get("extra_flags", [])
+        if not isinstance(flags, list) or not all(isinstance(f, str) and _SAFE_FLAG.fullmatch(f) for f in flags):
+            raise bad("extra_flags", f"is {flags!r}: use benchmark_model flags of the form --name=value")
+
+
+def _run(cmd: list[str], timeout: float, hint: str) -> subprocess.CompletedProcess:
+    """subprocess.run for a runner's tool: a missing program or a hang is one line, not a traceback."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise RunnerError(f"{cmd[0]} not found; {hint}") from None
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"{Path(cmd[0]).name} did not answer within {timeout:.0f} s; check the device") from None
+
+
 def _ssh_opts(conn: dict, port_flag: str) -> list[str]:
     """The profile's own options come first: ssh keeps the first value it sees for an option."""
     cmd = [port_flag, str(conn.get("port", 22))]
@@ -88,6 +156,7 @@ def _ssh_base(conn: dict) -> list[str]:
 
 def run_ssh(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
     conn = profile.connection
+    check_connection("ssh", conn, f"{profile.name}: connection")  # again, right before a command is built
     target = f"{conn['user']}@{conn['host']}" if conn.get("user") else conn["host"]
     workdir = conn.get("workdir", "/tmp/edge-workbench")
     python = conn.get("python", "python3")
@@ -103,12 +172,12 @@ def run_ssh(artifact: str, profile, protocol: Protocol, threads: int) -> Latency
             scp + [str(AGENT), str(artifact), str(jp), f"{target}:{workdir}/"],
         ]
         for cmd in steps:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=protocol.timeout_s)
+            r = _run(cmd, protocol.timeout_s, "install openssh-client")
             if r.returncode != 0:
                 raise RunnerError(f"ssh to {target} failed ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}); "
                                   "check the profile's connection settings and that your key is authorized")
-        r = subprocess.run(base + [target, f"cd {shlex.quote(workdir)} && {python} agent.py job.json"],
-                           capture_output=True, text=True, timeout=protocol.timeout_s)
+        r = _run(base + [target, f"cd {shlex.quote(workdir)} && {python} agent.py job.json"], protocol.timeout_s,
+                 "install openssh-client")
         if r.returncode != 0:
             raise RunnerError(f"the agent failed on {target}: {(r.stderr.strip().splitlines() or ['?'])[-1]}; "
                               "it needs python3, numpy and ai-edge-litert / tflite-runtime or onnxruntime there")
@@ -170,6 +239,7 @@ ADB_SUFFIXES = (".tflite",)  # what benchmark_model loads
 
 def run_adb(artifact: str, profile, protocol: Protocol, threads: int) -> LatencyStats:
     conn = profile.connection
+    check_connection("adb", conn, f"{profile.name}: connection")
     adb = [conn.get("adb", "adb")] + (["-s", conn["serial"]] if conn.get("serial") else [])
     bm = Path(conn["benchmark_model"])
     if not bm.exists():
@@ -185,7 +255,7 @@ def run_adb(artifact: str, profile, protocol: Protocol, threads: int) -> Latency
     steps = [adb + ["shell", f"mkdir -p {wd}"], adb + ["push", str(artifact), f"{wd}/{name}"],
              adb + ["push", str(bm), f"{wd}/benchmark_model"], adb + ["shell", f"chmod +x {wd}/benchmark_model"]]
     for cmd in steps:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=protocol.timeout_s)
+        r = _run(cmd, protocol.timeout_s, "install Android platform-tools or set connection.adb in the profile")
         if r.returncode != 0:
             raise RunnerError(f"adb failed ({' '.join(cmd[:3])}...): {(r.stderr or r.stdout).strip()[-200:]}; "
                               "is the phone connected (adb devices) and authorized?")

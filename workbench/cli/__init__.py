@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="exports in parallel (latency is always measured one at a time)")
     s.add_argument("--executor", default="local", choices=["local", "ray"])
     s.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    s.add_argument("--yes", action="store_true", help="run a plan of more than 2000 measured cells without asking")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="rebuild reports from DIR/run.json without re-running")
@@ -157,9 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops a run the way Ctrl-C does: running conversions are killed, cells kept."""
+    import signal
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def _stop_children() -> None:
+    from ..api import cancel_all  # every command has imported it already
+
+    cancel_all()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _interrupt_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except WorkbenchError as e:
@@ -167,8 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a file or folder the system refused: one line, never a traceback
+        if os.environ.get("WORKBENCH_DEBUG"):
+            traceback.print_exc()
+        what = f"{e.filename}: " if e.filename else ""
+        print(f"error: {what}{e.strerror or e}; check the path, its permissions and free space", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        _stop_children()
+        hint = "; re-run with --resume (cells already measured are kept)" if args.command == "run" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
 
 

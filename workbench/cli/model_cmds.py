@@ -171,6 +171,8 @@ def cmd_eval(args) -> int:
     if args.json:
         _print_json(res)
         return 0
+    for w in res.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     for r in res["results"]:
         name = r["target"] + (f" ({r['format']} {r['precision']})" if "format" in r else "")
         if "status" in r:

@@ -117,6 +117,9 @@ def _optimize_sensitivity(args) -> int:
     return 0
 
 
+PLAN_CONFIRM_CELLS = 2000  # a larger plan needs --yes
+
+
 def cmd_run(args) -> int:
     from rich.console import Console
 
@@ -133,13 +136,25 @@ def cmd_run(args) -> int:
             console.print(f"  exporting {info['format']} {info['precision']} ({info['index'] + 1}/{info['total']})")
         elif event == "cached":
             console.print(f"cached {info['model']} ({'deploy' if info['reparam'] else 'train-time'}): {info['combos']} artifacts reused")
+        elif event == "plan":
+            console.print(f"plan: {info['models']} model(s) x {info['reparam']} form(s) x {info['formats']} format(s) x "
+                          f"{info['precisions']} precision(s) = {info['exports']} exports; up to {info['cells']} measured cells")
+        elif event == "cells-reset":
+            console.print(f"a fresh run: removing {info['count']} measured cells from {info['dir']} "
+                          "(use --resume to keep them)")
+        elif event == "cache-stale":
+            console.print(f"cache: {info['model']} {info['format']} {info['precision']}: the cached file {info['reason']}; "
+                          "re-exporting it")
+        elif event == "cache-wait":
+            console.print(f"cache: waiting for {info['model']}: {info['reason']}")
         elif event == "cell":
             eta = f", ~{info['eta_s']:.0f} s left" if info.get("eta_s") is not None else ""
             console.print(f"[{info['done']}/{info['total']} done, {info['running']} running, {info['failed']} failed{eta}] "
                           f"{info['kind']} {info['model']} {info['format']} {info['precision']} {info.get('device', '')}")
 
     res = run_sweep(args.sweep, args.out, resume=args.resume, cache=args.cache, progress=progress,
-                    executor=args.executor, address=args.address, jobs=args.jobs)
+                    executor=args.executor, address=args.address, jobs=args.jobs,
+                    max_cells=None if args.yes else PLAN_CONFIRM_CELLS)
     st = res["stats"]
     failed = [f for f in res["run"]["failures"]]
     print(f"{st['cells_done']} cells measured, {st['cells_reused']} reused, {len(failed)} failures; "

@@ -12,10 +12,12 @@ import json
 import shutil
 from pathlib import Path
 
-from exporters.fsutil import atomic_write_json as _atomic_json
 from exporters.provenance import sha256_path, toolchain_versions
 
+from exporters.records import Status
+
 from ..errors import ConfigError
+from ..exportdir import ExportDir
 from .plan import Plan
 
 
@@ -31,19 +33,73 @@ def export_key(m: dict, reparam: bool, sweep: Plan) -> str:
                  **({"gates": sweep.gates} if sweep.gates else {})})[:20]
 
 
+def _unusable(a: dict) -> str | None:
+    """Why a cached artifact cannot be reused (None when it is whole): every cached file is
+    re-hashed against its manifest before use, so an altered or truncated file is re-exported."""
+    if a["status"] != Status.OK:
+        return None
+    p = Path(a["path"])
+    if not p.exists():
+        return "is missing"
+    if sha256_path(p) != a.get("sha256"):
+        return "changed since it was exported (sha256 mismatch)"
+    return None
+
+
 def cached_export(m: dict, reparam: bool, sweep: Plan, cache: Path, say) -> dict:
-    """Manifest rows for every requested (format, precision), exporting only what the cache lacks."""
+    """Manifest rows for every requested (format, precision), exporting only what the cache lacks.
+
+    The cache key is locked while it is filled (a second run sharing the cache waits, then reuses
+    what the first made); every artifact is recorded as soon as it is verified, so a kill loses at
+    most the one in progress; parts a killed run left unrecorded are removed."""
+    d = cache / export_key(m, reparam, sweep)
+    d.mkdir(parents=True, exist_ok=True)
+    with _key_lock(d, m["name"], say):
+        return _fill(d, m, reparam, sweep, say)
+
+
+def _key_lock(d: Path, model: str, say):
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        with open(d / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say("cache-wait", {"model": model, "reason": "another run is exporting the same model into this cache"})
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+    return held()
+
+
+def _fill(d: Path, m: dict, reparam: bool, sweep: Plan, say) -> dict:
     from ..export import ExportOptions, export_model
 
-    d = cache / export_key(m, reparam, sweep)
-    merged_path = d / "manifest.json"
-    merged = json.loads(merged_path.read_text()) if merged_path.exists() else None
+    xd = ExportDir.of(d)
+    merged = xd.read() if xd.exists() else None
+    for orphan in sorted(d.glob("part-*")):  # left by a run killed before it recorded anything there
+        if str(orphan) not in (merged or {}).get("parts", []):
+            shutil.rmtree(orphan, ignore_errors=True)
+    stale: dict[tuple, str] = {}
+    for a in (merged or {}).get("artifacts", []):
+        why = _unusable(a)
+        if why:
+            stale[(a["format"], a["precision"])] = why
+            say("cache-stale", {"model": m["name"], "reparam": reparam, "format": a["format"],
+                                "precision": a["precision"], "reason": why})
     have = {(a["format"], a["precision"]) for a in (merged or {}).get("artifacts", [])
-            if a["status"] in ("ok", "skipped") and (a["status"] == "skipped" or Path(a["path"]).exists())}
+            if a["status"] in (Status.OK, Status.SKIPPED) and (a["format"], a["precision"]) not in stale}
     want = [(f, p) for f in sweep.formats for p in sweep.precisions]
     missing = [c for c in want if c not in have]
-    if missing:
-        part = d / f"part-{len(list(d.glob('part-*'))) if d.exists() else 0}"
+    if not missing:
+        say("cached", {"model": m["name"], "reparam": reparam, "combos": len(want)})
+    else:
+        n = 0
+        while (d / f"part-{n}").exists():
+            n += 1
+        part = d / f"part-{n}"
         calib = sweep.data.get("calibration", "builtin")
         opts = ExportOptions(formats=tuple(dict.fromkeys(f for f, _ in missing)),
                              precisions=tuple(dict.fromkeys(p for _, p in missing)),
@@ -53,23 +109,33 @@ def cached_export(m: dict, reparam: bool, sweep: Plan, cache: Path, say) -> dict
                              memory_limit_mb=sweep.export.get("memory_limit_mb"),
                              quant=sweep.quantization, gates=sweep.gates)
         say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
+        state = {"merged": merged}
+
+        def record(row: dict) -> None:  # into the cache's manifest the moment the artifact is verified
+            key = (row["format"], row["precision"])
+            if key not in missing:
+                return
+            cur = state["merged"] or {**ExportDir.of(part).read(), "artifacts": []}
+            if str(part) not in cur.setdefault("parts", []):
+                cur["parts"].append(str(part))
+            row = dict(row, export_dir=str(part), **({"cache": f"re-exported: the cached file {stale[key]}"}
+                                                      if key in stale else {}))
+            cur["artifacts"] = [a for a in cur["artifacts"] if (a["format"], a["precision"]) != key] + [row]
+            state["merged"] = cur
+            xd.write(cur)
+
         def fwd(event: str, info: dict) -> None:  # per-artifact progress for the CLI and the dashboard
             if event == "start":
                 say("export-step", {"model": m["name"], "reparam": reparam, "format": info["format"],
                                     "precision": info["precision"], "index": info["index"], "total": info["total"]})
+            elif event == "done":
+                record(info["record"])
 
         new = export_model(m["name"], out_dir=part, weights=m.get("weights"), num_classes=m.get("num_classes"),
                            input_size=m.get("input_size"), options=opts, progress=fwd)
-        new["export_dir"] = str(part)
-        if merged is None:
-            merged = {**new, "artifacts": []}
-        keep = [a for a in merged["artifacts"] if (a["format"], a["precision"]) in have]
-        merged["artifacts"] = keep + [dict(a, export_dir=str(part)) for a in new["artifacts"]
-                                      if (a["format"], a["precision"]) in missing]
-        merged.setdefault("parts", []).append(str(part))
-        _atomic_json(merged_path, merged)
-    else:
-        say("cached", {"model": m["name"], "reparam": reparam, "combos": len(want)})
+        done = state["merged"] or {"artifacts": [], "parts": [str(part)]}
+        merged = {**new, "artifacts": done["artifacts"], "parts": done["parts"], "export_dir": str(part)}
+        xd.write(merged)
     rows = [a for a in merged["artifacts"] if (a["format"], a["precision"]) in want]
     return {**merged, "artifacts": rows, "cache_dir": str(d), "exported_now": len(missing)}
 
@@ -133,10 +199,18 @@ def export_all(sweep: Plan, cache_dir: Path, executor: str, address: str | None,
     if executor == "local":
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        from ..proc import cancel_all
+
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
             futs = {(i, r): pool.submit(cached_export, m, r, sweep, cache_dir, say) for i, m, r in todo}
             for k, f in futs.items():
                 results[k] = f.result()
+        except BaseException:  # an interrupt: stop the queue and the running conversions now
+            cancel_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results
     if executor != "ray":
         raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
@@ -165,9 +239,9 @@ def export_all(sweep: Plan, cache_dir: Path, executor: str, address: str | None,
             with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
                 tar.extractall(cache_dir, filter="data")
             _relocate(dest, str(Path(worker_root) / key), str(dest))
-            results[(i, r)] = {**json.loads((dest / "manifest.json").read_text()),
-                               "cache_dir": str(dest), "exported_now": man["exported_now"],
-                               "artifacts": [a for a in json.loads((dest / "manifest.json").read_text())["artifacts"]
+            merged = ExportDir.of(dest).read()
+            results[(i, r)] = {**merged, "cache_dir": str(dest), "exported_now": man["exported_now"],
+                               "artifacts": [a for a in merged["artifacts"]
                                              if (a["format"], a["precision"]) in
                                              {(f, p) for f in sweep.formats for p in sweep.precisions}]}
     finally:

@@ -30,16 +30,44 @@ ProgressFn = Callable[[str, dict], None]
 
 def execute(plan: Plan, out: str | os.PathLike, *, resume: bool = False, cache: str | os.PathLike | None = None,
             progress: ProgressFn | None = None, executor: str = "local", address: str | None = None,
-            jobs: int = 1, write_report: bool = True) -> dict:
-    """Run ``plan`` into ``out``; returns {"run", "out", "reports", "stats"}."""
+            jobs: int = 1, write_report: bool = True, max_cells: int | None = None) -> dict:
+    """Run ``plan`` into ``out``; returns {"run", "out", "reports", "stats"}. ``max_cells``: refuse a
+    larger plan (the CLI asks for ``--yes`` above its threshold)."""
     say = progress or (lambda e, i: None)
+    say("plan", {"models": len(plan.models), "reparam": len(plan.reparam), "formats": len(plan.formats),
+                 "precisions": len(plan.precisions), "devices": len(plan.devices), "exports": plan.exports,
+                 "cells": plan.cells})
+    if max_cells is not None and plan.cells > max_cells:
+        raise ConfigError(f"this plan has {plan.exports} exports and up to {plan.cells} measured cells; "
+                          f"pass --yes to run it, or narrow the sweep")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache or os.environ.get("WORKBENCH_CACHE", DEFAULT_CACHE))
+    writable(out, "the run folder", "--out")  # before any work: a folder we cannot write is one line
+    writable(cache_dir, "the export cache", "--cache")
     lock = _lock(out)
     try:
-        return _execute_locked(plan, out, resume, cache, say, executor, address, jobs, write_report)
+        return _execute_locked(plan, out, resume, cache_dir, say, executor, address, jobs, write_report)
+    except OSError as e:  # disk full, quota, a folder gone read-only mid-run: measured cells stay on disk
+        where = e.filename or out
+        raise ConfigError(f"cannot write {where}: {e.strerror or e}; free space or choose another --out/--cache "
+                          f"(cells already measured are kept in {out / 'cells'}; re-run with --resume)") from None
     finally:
         lock.close()
+
+
+def writable(folder: Path, what: str, flag: str) -> None:
+    """Create ``folder`` and prove a file can be written there, or raise one line naming it."""
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+        raise ConfigError(f"cannot write {what} {folder}: {e.strerror or e}; choose another {flag}") from None
 
 
 def _lock(out: Path):
@@ -62,8 +90,10 @@ class _Cells:
 
     def __init__(self, plan: Plan, out: Path, resume: bool, say, total: int):
         self.plan, self.dir, self.say, self.total = plan, out / "cells", say, total
-        if any(self.dir.glob("*.json")) and not resume:
-            shutil.rmtree(self.dir)  # a fresh run; exports still come from the content cache
+        old = list(self.dir.glob("*.json"))
+        if old and not resume:  # a fresh run; exports still come from the content cache
+            say("cells-reset", {"count": len(old), "dir": str(self.dir)})
+            shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stats = {"cells_done": 0, "cells_reused": 0, "cells_failed": 0, "exported_now": 0}
         self.times: list[float] = []
@@ -113,7 +143,7 @@ def _execute_locked(plan: Plan, out: Path, resume: bool, cache, say, executor, a
     from ..evaluate import evaluate_target
     from ..report.build import add_accuracy, add_export, add_latency, new_run, now, write_run
 
-    cache_dir = Path(cache or os.environ.get("WORKBENCH_CACHE", DEFAULT_CACHE))
+    cache_dir = Path(cache)
     run = new_run(plan.name, {"path": plan.path, "sha256": hashlib.sha256(plan.text.encode()).hexdigest(),
                               "text": plan.text} if plan.text else None)
     t_export = time.perf_counter()

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..stats import count_macs, count_params
 from ..modelinfo import info_of, set_info
 
-PRUNED_MARKER = "workbench_pruned"
+from ..checkpoints import PRUNED_MARKER  # noqa: F401  (the marker a pruned file carries)
 
 
 def _ignored(model: nn.Module) -> list[nn.Module]:
@@ -70,31 +70,6 @@ def prune_channels(model: nn.Module, ratio: float, *, norm: int = 1, stages: dic
     return model, {"ratio": ratio, "stages": dict(stages or {}), "norm": f"L{norm}", "round_to": round_to, "params_before": before["params"], "params_after": after["params"],
                    "macs_before": before["macs"], "macs_after": after["macs"],
                    "macs_reduction": 1 - after["macs"] / before["macs"]}
-
-
-@torch.no_grad()
-def adapt_to_state_dict(model: nn.Module, sd: dict) -> None:
-    """Resize Conv2d / BatchNorm2d / Linear layers to the shapes in ``sd`` (a pruned model's file)."""
-    for name, m in list(model.named_modules()):
-        w = sd.get(f"{name}.weight")
-        if w is None:
-            continue
-        if isinstance(m, nn.Conv2d) and tuple(w.shape) != tuple(m.weight.shape):
-            new = nn.Conv2d(w.shape[1] * m.groups, w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation,
-                            m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
-        elif isinstance(m, nn.BatchNorm2d) and w.shape[0] != m.num_features:
-            new = nn.BatchNorm2d(w.shape[0], m.eps, m.momentum, m.affine, m.track_running_stats)
-        elif isinstance(m, nn.Linear) and tuple(w.shape) != tuple(m.weight.shape):
-            new = nn.Linear(w.shape[1], w.shape[0], bias=m.bias is not None)
-        elif isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.ndim == 1 and w.shape != m.weight.shape:
-            m.weight = nn.Parameter(torch.empty(w.shape, dtype=m.weight.dtype))  # per-channel scales (SSD L2Norm)
-            continue
-        else:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        parent._modules[child] = new
-    set_info(model, pruned=True)
 
 
 @torch.no_grad()

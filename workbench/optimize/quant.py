@@ -48,8 +48,9 @@ def validate_quant(q: dict | None, where: str = "quantization") -> dict:
     if not isinstance(kf, list) or not all(isinstance(x, str) for x in kf):
         raise ConfigError(f"{where}.keep_float must be a list of layer names (or 'first', 'last')")
     kw = q.get("keep_worst", 0)
-    if isinstance(kw, bool) or not isinstance(kw, int) or kw < 0:
-        raise ConfigError(f"{where}.keep_worst must be a non-negative integer (layers kept in float by sensitivity)")
+    if isinstance(kw, bool) or not isinstance(kw, int) or not 0 <= kw <= 10_000:
+        raise ConfigError(f"{where}.keep_worst must be a whole number from 0 to 10000 (layers kept in float by "
+                          f"sensitivity), got {kw!r}")
     return q
 
 

@@ -57,6 +57,8 @@ def add_export(run: dict, manifest: dict, summary: dict, *, reparam: bool = True
                                      "reason", "export_seconds", "peak_rss_mb", "fidelity", "gate", "gpu_delegate",
                                      "runnable_here", "validation")}
         row["reparam"] = reparam
+        if a.get("cache"):  # a cached file that failed its check and was re-exported
+            row["cache"] = a["cache"]
         run["artifacts"].append(row)
         if a["status"] == "failed":
             run["failures"].append({"stage": "export", "model": a["model"], "format": a["format"],
