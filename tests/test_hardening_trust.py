@@ -444,3 +444,38 @@ def test_an_interrupt_mid_export_stops_within_5_s_with_no_process_left(tmp_path,
     assert p.returncode == 130 and "interrupted; re-run with --resume" in err and "Traceback" not in err
     time.sleep(0.3)
     assert ours() == []
+
+
+def test_a_large_plan_states_its_size_and_needs_yes(tmp_path):
+    models = "".join(f'\n[[models]]\nname = "repvgg-tiny"\nlabel = "m{i}"\n' for i in range(10))
+    p = tmp_path / "big.toml"
+    p.write_text('name = "big"\nformats = ["onnx", "tflite", "coreml"]\n'
+                 'precisions = ["fp32", "fp16", "int8", "int8-dynamic", "int16x8"]\nreparam = [true, false]\n'
+                 'devices = ["host", "host-1t", "pixel8-cpu", "pixel8-gpu", "iphone15-coreml", "rpi5", "jetson-orin-nano"]\n'
+                 + models)
+    r = _wb(["run", str(p), "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")])
+    line = _one_line_error(r)
+    assert "300 exports" in r.stderr and "2100 measured cells" in line and "--yes" in line
+    assert not any((tmp_path / "cache").glob("*/part-*"))
+
+
+def test_files_that_are_not_checkpoints_are_named_for_what_they_are(tmp_path):
+    import os as _os
+
+    from workbench.checkpoints import read_state_dict
+
+    ts = tmp_path / "ts.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(ts))
+    with pytest.raises(CheckpointError, match="TorchScript archive"):
+        read_state_dict(ts)
+    (tmp_path / "notes.txt").write_text("hello")
+    _os.symlink(tmp_path / "notes.txt", tmp_path / "link.pth")
+    with pytest.raises(CheckpointError, match=r"link\.pth \(a link to .*notes\.txt\) is not a PyTorch checkpoint"):
+        read_state_dict(tmp_path / "link.pth")
+
+    class Evil:
+        def __reduce__(self):
+            return (_os.system, ("true",))
+    torch.save({"w": Evil()}, str(tmp_path / "evil.pth"))
+    with pytest.raises(CheckpointError, match=r"it asks for posix\.system"):
+        read_state_dict(tmp_path / "evil.pth")

@@ -93,8 +93,8 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     ('formats=["onnx"]\n[[models]]\nname="repvgg-tiny"\nnum_clases=3\n', "unknown key 'num_clases' \\(did you mean: num_classes"),
     ('formats=["onx"]\n[[models]]\nname="repvgg-tiny"\n', "'formats' has 'onx' \\(did you mean: onnx"),
     ('devices=["pixel9"]\n[[models]]\nname="repvgg-tiny"\n', "unknown device profile 'pixel9'"),
-    ('[[models]]\nname="repvgg-tiny"\ninput_size=-3\n', "input_size must be a positive integer"),
-    ('[latency]\nrepeats=-1\n[[models]]\nname="repvgg-tiny"\n', "latency.repeats must be a non-negative"),
+    ('[[models]]\nname="repvgg-tiny"\ninput_size=-3\n', "input_size must be a whole number from 16 to 2048"),
+    ('[latency]\nrepeats=-1\n[[models]]\nname="repvgg-tiny"\n', "latency.repeats must be a whole number from 1 to 100"),
     ('name="x"\n', "at least one \\[\\[models\\]\\]"),
 ])
 def test_bad_sweeps_are_one_line_errors(tmp_path, text, match):
