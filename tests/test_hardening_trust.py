@@ -288,8 +288,9 @@ FIELDS = {  # field -> values that are valid for it among the battery below
     "latency.warmup": {0}, "latency.warmup_seconds": {0}, "latency.min_runs": set(), "latency.min_seconds": set(),
     "latency.repeats": set(), "latency.remote": set(), "export.timeout_s": set(), "export.route": set(),
     "export.fidelity_count": set(), "export.memory_limit_mb": set(), "models.num_classes": set(),
-    "models.input_size": set(), "models.weights": set(), "models.label": {"x"}, "quantization.keep_worst": {0},
-    "quantization.per_channel": set(), "quantization.calib_method": set(),
+    "models.input_size": set(), "models.weights": set(), "models.label": {"x"}, "models.name": set(),
+    "models.optimize": set(), "quantization.keep_worst": {0}, "quantization.per_channel": set(),
+    "quantization.calib_method": set(), "quantization.keep_float": set(),
 }
 BATTERY = {"wrong type": "x", "negative": -1, "zero": 0, "nan": math.nan, "inf": math.inf, "huge": 10 ** 12}
 
@@ -330,7 +331,7 @@ def test_every_sweep_field_refuses_bad_values_in_one_line_before_any_export(tmp_
         with pytest.raises(ConfigError) as e:
             run_sweep(str(p), tmp_path / f"out-{label}", cache=str(cache))
         msg = str(e.value)
-        assert "\n" not in msg and (key in msg or field.split(".")[0] in msg), (field, label, msg)
+        assert "\n" not in msg and (key in msg or field.split(".")[0] in msg or field == "models.name"), (field, label, msg)
         assert not cache.exists(), (field, label)  # nothing was exported
 
 
@@ -415,6 +416,22 @@ def test_a_full_output_folder_is_one_line_and_keeps_the_measured_cells(tmp_path)
     assert kept, r.stderr[-2000:]
     for c in kept:  # every cell on disk is whole (atomic writes): none half-written
         json.loads(c.read_text())
+
+
+@needs_mount
+def test_a_full_cache_folder_is_one_line_and_keeps_the_measured_cells(tmp_path):
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(SWEEP)
+    out = tmp_path / "run"
+    first = _wb(["run", str(sweep), "--out", str(out), "--cache", str(tmp_path / "cache")])
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {c.name: c.read_bytes() for c in (out / "cells").glob("*.json")}
+    full = tmp_path / "full"
+    r = _wb(["run", str(sweep), "--out", str(out), "--cache", str(full / "c"), "--resume"],
+            prefix=_in_tmpfs(full, "size=48k"))  # an empty cache with no room for the export
+    line = _one_line_error(r)
+    assert "No space left on device" in line
+    assert {c.name: c.read_bytes() for c in (out / "cells").glob("*.json")} == before
 
 
 # --- weak: interrupts stop at once and leave nothing behind -----------------------------------------

@@ -133,7 +133,15 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
         if p.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(sd, str(tmp), metadata={"workbench_pruned": "1"} if pruned else None)
+            try:
+                save_file(sd, str(tmp), metadata={"workbench_pruned": "1"} if pruned else None)
+            except Exception as e:  # safetensors words an OS error as its own exception: give it back as one
+                import re
+
+                m = re.search(r"os error (\d+)", str(e))
+                if not m:
+                    raise
+                raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(p)) from None
         elif p.suffix.lower() in (".pth", ".pt"):
             torch.save(sd, str(tmp))
         else:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from exporters import FORMATS, PRECISIONS
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, WorkbenchError, did_you_mean
 from .executor import Plan, execute
 from .executor.run import DEFAULT_CACHE  # noqa: F401  (the documented default cache folder)
 from .sweep_fields import check_fields, check_string
@@ -62,11 +62,14 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         if not isinstance(m, dict) or "name" not in m:
             raise ConfigError(f"{p.name}: models[{i}] needs a name")
         _check_keys(f"{p.name} models[{i}]", m, MODEL_KEYS)
-        get_spec(m["name"])
-        if "input_size" in m:
-            from .registry import resolve_input_size
+        try:
+            spec = get_spec(check_string(f"{p.name}: models[{i}].name", m["name"]))
+            if "input_size" in m:
+                from .registry import resolve_input_size
 
-            resolve_input_size(get_spec(m["name"]), m["input_size"])
+                resolve_input_size(spec, m["input_size"])
+        except WorkbenchError as e:
+            raise ConfigError(f"{p.name}: models[{i}]: {e}") from None
         if "weights" in m:
             check_string(f"{p.name}: models[{i}].weights", m["weights"], max_len=4096)
             w = (p.parent / m["weights"]).resolve() if not Path(m["weights"]).is_absolute() else Path(m["weights"])

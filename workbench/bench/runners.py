@@ -27,6 +27,13 @@ class Protocol:
     repeats: int = 3
     timeout_s: float = 600.0
 
+    def __post_init__(self):  # the same ranges as a sweep's [latency] table, checked before anything runs
+        from ..sweep_fields import NUMBERS, check_number
+
+        for k, (kind, lo, hi) in NUMBERS["latency"].items():
+            check_number(f"latency {k.replace('_', ' ')}", getattr(self, k), kind, lo, hi)
+        check_number("latency timeout", self.timeout_s, "number", 1, 7 * 86400)
+
     def job(self) -> dict:
         return {"warmup": self.warmup, "warmup_seconds": self.warmup_seconds, "min_runs": self.min_runs, "min_seconds": self.min_seconds,
                 "repeats": self.repeats}
