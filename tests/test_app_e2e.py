@@ -142,6 +142,19 @@ def test_dashboard_end_to_end_in_chromium(server):
         page.wait_for_timeout(1500)
         assert chart.locator("canvas, svg").count() > 0
         page.screenshot(path=str(SHOTS / "dashboard-results-charts.png"), full_page=True)
+        # a run with a row measured on a busy machine: the flag is on the page, with its figures
+        import shutil
+
+        busy = server["data"] / "busy-run"
+        shutil.copytree(server["data"] / run_name, busy)
+        (busy / "job.json").unlink(missing_ok=True)
+        rj = json.loads((busy / "run.json").read_text())
+        rj["latency"][0].update(noisy=True, noise={"noisy": True, "others_share_max": 0.61,
+                                                   "reasons": ["other processes used 61% of the pinned cores [0]"]})
+        (busy / "run.json").write_text(json.dumps(rj))
+        page.goto(server["url"] + "results?run=busy-run", wait_until="domcontentloaded")
+        page.get_by_text("NOISY: 1 latency row(s)").wait_for(timeout=60_000)
+        page.screenshot(path=str(SHOTS / "dashboard-results-noisy.png"), full_page=True)
 
         # a second tab: its own session, selection and run folder
         tab2 = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -159,6 +172,7 @@ def test_dashboard_end_to_end_in_chromium(server):
         ("onnx", "fp32", "ok"), ("onnx", "int8", "ok"), ("tflite", "fp32", "ok"), ("tflite", "int8", "ok")}
     assert {r["device"] for r in dash["latency"]} == {"host"} and all(r["p50_ms"] > 0 for r in dash["latency"])
     assert all((d / "job.json").exists() is False or d == run_dir for d in server["data"].iterdir() if d.is_dir())
+    assert json.loads((server["data"] / "busy-run" / "run.json").read_text())["latency"][0]["noisy"] is True
 
     # the same sweep, headless: run.json equal but for timestamps and timings
     headless = server["tmp"] / "headless"

@@ -138,6 +138,7 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
                      "started": run.get("started") or st.get("queued", ""),
                      "models": sorted({a["model"] for a in run.get("artifacts", [])}),
                      "artifacts": len(run.get("artifacts", [])), "latency_rows": len(run.get("latency", [])),
+                     "noisy_rows": sum(bool(r.get("noisy")) for r in run.get("latency", [])),
                      "mtime": d.stat().st_mtime})
     rows.sort(key=lambda r: r["mtime"], reverse=True)
     return rows

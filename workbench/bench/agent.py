@@ -115,6 +115,68 @@ def _torch(path, threads, nchw):
 RUNTIMES = {".tflite": _litert, ".onnx": _onnx, ".torchjob": _torch}
 
 
+# --- interference: what else ran on the measured cores while the timer ran ----------------------
+
+def _cpu_busy(cpus):
+    """Busy seconds so far of the given cores (from /proc/stat; None where it cannot be read)."""
+    if not cpus:
+        return None
+    try:
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3:4].isdigit():
+                    name, *vals = line.split()
+                    if int(name[3:]) in cpus:
+                        v = [int(x) for x in vals]
+                        busy += sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # all but idle and iowait
+        return busy / hz
+    except (OSError, ValueError):
+        return None
+
+
+def _self_cpu():
+    t = os.times()
+    return t.user + t.system
+
+
+PROBE_N = 96
+
+
+def probe_ms():
+    """The same small kernel every time (pure Python, one core): its time shows CPU contention that
+    the model's own timings cannot separate from the model. Median of 7 runs, milliseconds."""
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        acc = 0
+        for i in range(PROBE_N * 1000):
+            acc += i * i
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[3]
+
+
+class Window:
+    """One timed window: wall time, this process's CPU time and the pinned cores' busy time."""
+
+    def __init__(self, cpus):
+        self.cpus = cpus
+
+    def __enter__(self):
+        self.t0, self.self0, self.busy0 = time.perf_counter(), _self_cpu(), _cpu_busy(self.cpus)
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        own = _self_cpu() - self.self0
+        busy1 = _cpu_busy(self.cpus)
+        others = None if busy1 is None or self.busy0 is None else max(0.0, (busy1 - self.busy0) - own)
+        self.figures = {"wall_s": wall, "self_cpu_s": own, "others_cpu_s": others,
+                        "others_share": None if others is None or not self.cpus else others / (wall * len(self.cpus))}
+        return False
+
+
 def measure(job):
     path, threads = job["path"], int(job.get("threads", 1))
     cpus = _pin(threads)
@@ -132,20 +194,27 @@ def measure(job):
     while n < int(job.get("warmup", 10)) or time.perf_counter() < warm_until:  # caches, clocks, thread pools
         step()
         n += 1
-    repeats = []
+    repeats, windows = [], []
     min_runs, min_s = int(job.get("min_runs", 50)), float(job.get("min_seconds", 2.0))
     max_runs = int(job.get("max_runs", 100000))
+    probe_before = probe_ms()
     for _ in range(int(job.get("repeats", 3))):
         times = []
-        start = time.perf_counter()
-        while (len(times) < min_runs or time.perf_counter() - start < min_s) and len(times) < max_runs:
-            t = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - t) * 1e3)
+        with Window(cpus) as w:
+            start = time.perf_counter()
+            while (len(times) < min_runs or time.perf_counter() - start < min_s) and len(times) < max_runs:
+                t = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - t) * 1e3)
         repeats.append(times)
+        windows.append(w.figures)
+    probe_after = probe_ms()
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return {"runtime": runtime, "timed_scope": scope, "init_ms": init_ms, "first_ms": first_ms,
             "repeats": repeats, "threads": threads, "cpus": cpus, "peak_rss_mb": _vmhwm_mb(),
-            "host": platform.node(), "machine": platform.machine(), "python": platform.python_version()}
+            "host": platform.node(), "machine": platform.machine(), "python": platform.python_version(),
+            "interference": {"windows": windows, "loadavg": load, "pinned_cores": cpus,
+                             "probe_ms": [probe_before, probe_after]}}
 
 
 def main():

@@ -33,6 +33,9 @@ class LatencyStats:
     basis: dict | None = None  # estimates: what the figure is computed from
     status: str = "ok"
     reason: str | None = None
+    noisy: bool | None = None  # see workbench.bench.noise (None: not a measurement, e.g. an estimate)
+    noise: dict | None = None  # the interference figures behind the flag
+    retakes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,10 +62,15 @@ def summarize(raw: dict, *, device: str, runner: str, artifact: str) -> LatencyS
         warnings.append(f"drift: the last third of runs has median {late:.3f} ms vs {early:.3f} ms in the first "
                         "third (thermal throttling or background load?)")
     spread = (max(rp50) - min(rp50)) / statistics.median(rp50) if len(rp50) > 1 else 0.0
+    from .noise import judge, robust_cv
+
+    noise = judge(raw, robust_cv(s))
+    if noise["noisy"]:
+        warnings.append("noisy: " + "; ".join(noise["reasons"]))
     return LatencyStats(
         device=device, runner=runner, threads=raw.get("threads"), init_ms=raw.get("init_ms"),
         first_ms=raw.get("first_ms"), mean_ms=mean, std_ms=std, min_ms=s[0], p50_ms=percentile(s, 0.5),
         p90_ms=percentile(s, 0.9), p99_ms=percentile(s, 0.99), max_ms=s[-1], cv=std / mean if mean else None,
         runs=len(allv), peak_rss_mb=raw.get("peak_rss_mb"), timed_scope=raw.get("timed_scope", ""),
         estimated=False, artifact=artifact, runtime=raw.get("runtime", ""), repeat_p50_ms=rp50,
-        repeat_spread=spread, drift=drift, warnings=warnings)
+        repeat_spread=spread, drift=drift, warnings=warnings, noisy=noise["noisy"], noise=noise)

@@ -194,10 +194,17 @@ def cmd_compare(args) -> int:
     if args.json:
         _print_json(res)
         return 0
+    print(f"settings: {len(res['settings'])} differ" + (":" if res["settings"] else " (same sweep, toolchain, host, profiles)"))
+    for d in res["settings"]:
+        print(f"  {d['where']}: {d['setting']}: {d['a']!r} -> {d['b']!r}")
     changed = [r for r in res["latency"] if r["changed"]]
-    print(f"latency: {len(changed)} of {len(res['latency'])} cells changed beyond their noise")
+    busy = [r for r in res["latency"] if r.get("inconclusive")]
+    print(f"latency: {len(changed)} of {len(res['latency'])} cells changed beyond their noise"
+          + (f"; {len(busy)} inconclusive (machine busy)" if busy else ""))
     for r in res["latency"]:
-        mark = "CHANGED" if r["changed"] else "same   "
+        mark = "CHANGED" if r["changed"] else ("INCONCLUSIVE" if r.get("inconclusive") else "same   ")
+        if r.get("inconclusive"):
+            mark += f" ({r['inconclusive']})"
         est = " (estimates)" if r["estimated"] else ""
         form = "" if r["reparam"] else " (train-time)"
         print(f"  {mark} {r['model']}{form} {r['format']} {r['precision']} on {r['device']}: {r['p50_a_ms']:.3f} -> "

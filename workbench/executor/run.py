@@ -138,6 +138,17 @@ def _latency(a: dict, dev: str, plan: Plan, cells: _Cells) -> dict:
                 "reason": f"{type(e).__name__}: {e}"[:300], "p50_ms": None}
 
 
+def _device_figures(devices: list[str]) -> dict:
+    """The profile settings a latency depends on, kept with the run so compare can show what changed."""
+    from ..bench.profiles import get_profile
+
+    out = {}
+    for d in devices:
+        p = get_profile(d)
+        out[d] = {"runner": p.runner, "threads": p.threads, "runtimes": list(p.runtimes), "compute": dict(p.compute)}
+    return out
+
+
 def _execute_locked(plan: Plan, out: Path, resume: bool, cache, say, executor, address, jobs, write_report) -> dict:
     from ..core import model_summary
     from ..evaluate import evaluate_target
@@ -146,6 +157,7 @@ def _execute_locked(plan: Plan, out: Path, resume: bool, cache, say, executor, a
     cache_dir = Path(cache)
     run = new_run(plan.name, {"path": plan.path, "sha256": hashlib.sha256(plan.text.encode()).hexdigest(),
                               "text": plan.text} if plan.text else None)
+    run["provenance"]["devices"] = _device_figures(plan.devices)
     t_export = time.perf_counter()
     opt_reports = optimize_all(plan, cache_dir, say)
     exports = export_all(plan, cache_dir, executor, address, jobs, say)

@@ -14,6 +14,7 @@ from exporters.records import Status
 from ..hostinfo import cpu_model
 
 SCHEMA_PATH = Path(__file__).with_name("run.schema.json")
+RUN_VERSION = 2  # 2: latency rows carry noisy / noise / retakes (workbench.bench.noise)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,7 +39,7 @@ def now() -> str:
 
 
 def new_run(name: str, sweep: dict | None = None) -> dict:
-    return {"schema": "edge-workbench/run", "version": 1, "name": name, "created": now(), "finished": None,
+    return {"schema": "edge-workbench/run", "version": RUN_VERSION, "name": name, "created": now(), "finished": None,
             "provenance": provenance(sweep), "models": [], "datasets": [], "artifacts": [], "accuracy": [],
             "latency": [], "failures": []}
 

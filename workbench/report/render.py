@@ -12,7 +12,7 @@ from ..fsutil import atomic_write_text
 CSV_FIELDS = ["model", "reparam", "format", "precision", "device", "runner", "status", "reason", "estimated",
               "p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs", "threads",
               "size_bytes", "fidelity_cosine", "top1", "top1_ci_low", "top1_ci_high", "agreement", "route",
-              "gpu_delegated_ops", "gpu_total_ops"]
+              "gpu_delegated_ops", "gpu_total_ops", "noisy", "others_cpu_share", "probe_drift", "retakes"]
 
 
 def _key(r: dict) -> tuple:
@@ -53,7 +53,20 @@ def _row(a: dict, acc: dict, lat: dict) -> dict:
                                                                                "p99_ms", "min_ms", "max_ms", "runs", "threads")},
             "size_bytes": a.get("size_bytes"), "fidelity_cosine": f.get("cosine"), "top1": acc.get("top1"),
             "top1_ci_low": ci[0], "top1_ci_high": ci[1], "agreement": (acc.get("vs_pytorch") or {}).get("agreement"),
-            "route": a.get("route"), "gpu_delegated_ops": g.get("delegated_ops"), "gpu_total_ops": g.get("total_ops")}
+            "route": a.get("route"), "gpu_delegated_ops": g.get("delegated_ops"), "gpu_total_ops": g.get("total_ops"),
+            "noisy": lat.get("noisy"), "others_cpu_share": (lat.get("noise") or {}).get("others_share_max"),
+            "probe_drift": (lat.get("noise") or {}).get("probe_drift"), "retakes": lat.get("retakes")}
+
+
+def kind_of(r: dict) -> str:
+    """How a latency row was obtained, in one word or two; a noisy measurement says so with its figures."""
+    if r.get("estimated"):
+        return "est."
+    if r.get("status", "ok") != "ok":
+        return str(r.get("status"))
+    if r.get("noisy"):
+        return "NOISY: " + "; ".join((r.get("noise") or {}).get("reasons", []))
+    return "measured"
 
 
 def write_csv(run: dict, path: Path) -> None:
@@ -117,9 +130,15 @@ def markdown(run: dict) -> str:
     for dev in devices(run):
         L += ["", f"## Latency on {dev}", "", "| artifact | p50 ms | p90 ms | p99 ms | std ms | runs | kind |", "|---|---|---|---|---|---|---|"]
         for r in sorted((r for r in run["latency"] if r.get("device") == dev), key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0)):
-            kind = "est." if r.get("estimated") else (r.get("status") if r.get("status") != "ok" else "measured")
+            kind = kind_of(r)
             L.append(f"| {_label(r)} | {_fmt(r.get('p50_ms'))} | {_fmt(r.get('p90_ms'))} | {_fmt(r.get('p99_ms'))} | "
                      f"{_fmt(r.get('std_ms'))} | {r.get('runs', 0)} | {kind} |")
+    noisy = [r for r in run["latency"] if r.get("noisy")]
+    if noisy:
+        from ..bench.noise import RULE
+
+        L += ["", f"**{len(noisy)} latency row(s) are NOISY** (the machine was busy while they were timed; re-taken and "
+              f"still noisy): {RULE}. Their figures are kept but no comparison should rest on them."]
     L += ["", "## Re-parameterization", "", "| model | params train -> deploy | MACs train -> deploy | max abs diff | cosine |", "|---|---|---|---|---|"]
     for m in run["models"]:
         rp = m.get("reparam") or {}
@@ -158,8 +177,13 @@ def device_markdown(run: dict, dev: str) -> str:
          "Rows marked est. are roofline estimates.", "",
          "| rank | artifact | p50 ms | mean ms | std ms | p90 | p99 | min | max | runs | init ms | first ms | peak MB | kind |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if any(r.get("noisy") for r in rows):
+        from ..bench.noise import RULE
+
+        L[5:5] = [f"Rows marked NOISY were measured while the machine was busy ({RULE}); they were re-taken and "
+                  "stayed noisy: do not compare them.", ""]
     for i, r in enumerate(rows, 1):
-        kind = "est." if r.get("estimated") else (r.get("status") if r.get("status") != "ok" else "measured")
+        kind = kind_of(r)
         L.append(f"| {i} | {_label(r)} | " + " | ".join(_fmt(r.get(k)) for k in ("p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms",
                                                                                "min_ms", "max_ms", "runs", "init_ms", "first_ms",
                                                                                "peak_rss_mb")) + f" | {kind} |")

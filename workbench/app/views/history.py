@@ -11,8 +11,13 @@ runs = list_runs(common.data_root())
 if not runs:
     st.info(f"No runs under {common.data_root()} yet.")
     st.stop()
-st.dataframe([{k: r[k] for k in ("name", "state", "started", "models", "artifacts", "latency_rows")} for r in runs],
-             hide_index=True, width="stretch")
+st.dataframe([{k: r[k] for k in ("name", "state", "started", "models", "artifacts", "latency_rows", "noisy_rows")}
+              for r in runs], hide_index=True, width="stretch",
+             column_config={"noisy_rows": st.column_config.NumberColumn(
+                 "noisy rows", help="latency rows measured on a busy machine (flagged; never compared)")})
+if any(r["noisy_rows"] for r in runs):
+    st.caption("NOISY: " + ", ".join(f"{r['name']} ({r['noisy_rows']} rows)" for r in runs if r["noisy_rows"])
+               + " were measured while the machine was busy.")
 names = [r["name"] for r in runs]
 c1, c2 = st.columns([3, 1])
 open_name = c1.selectbox("Open a run", names, key="hist-open")
@@ -36,7 +41,17 @@ if st.button("Compare", type="primary", key="hist-cmp"):
     except (WorkbenchError, OSError, ValueError, KeyError) as e:
         widgets.show_error(e)
         st.stop()
+    st.markdown("**Settings that differ**")
+    if res["settings"]:
+        st.dataframe([{**d, "a": str(d["a"]), "b": str(d["b"])} for d in res["settings"]], hide_index=True,
+                     width="stretch")
+    else:
+        st.caption("same sweep settings, toolchain, host and device profiles")
     changed = [r for r in res["latency"] if r["changed"]]
+    busy = [r for r in res["latency"] if r.get("inconclusive")]
+    if busy:
+        st.warning(f"{len(busy)} latency row(s) inconclusive: {busy[0]['inconclusive']} (noisy measurement; "
+                   "never counted as a change)")
     st.write(f"{len(res['latency'])} latency rows in both runs, {len(changed)} changed beyond the repeat spread; "
              f"{sum(r['changed'] for r in res['accuracy'])} of {len(res['accuracy'])} accuracy rows changed beyond "
              "their 95% intervals.")

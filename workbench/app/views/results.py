@@ -42,6 +42,11 @@ c[0].metric("Artifacts", len(run["artifacts"]))
 c[1].metric("Latency rows", len(run["latency"]))
 c[2].metric("Accuracy rows", len(run["accuracy"]))
 c[3].metric("Failures", len(run["failures"]))
+noisy = [r for r in run["latency"] if r.get("noisy")]
+if noisy:
+    st.warning(f"NOISY: {len(noisy)} latency row(s) were measured while the machine was busy and stayed noisy after "
+               f"re-takes ({'; '.join((noisy[0].get('noise') or {}).get('reasons', []))}). Their figures are kept and "
+               "flagged; do not compare them.")
 st.caption(f"{run['name']} · started {run['created']} · finished {run.get('finished') or 'not yet'} · "
            f"host {(run['provenance'].get('host') or {}).get('cpu_model', '')}")
 
@@ -51,7 +56,8 @@ with tab_table:
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
                                 "top1": st.column_config.NumberColumn("top-1", format="%.3f"),
-                                "estimated": st.column_config.CheckboxColumn("estimate")})
+                                "estimated": st.column_config.CheckboxColumn("estimate"),
+                                "noisy": st.column_config.CheckboxColumn("noisy", help="measured on a busy machine")})
     st.caption("Click a column header to sort. Rows marked 'estimate' are roofline estimates from the device "
                "profile's figures, not measurements.")
 
@@ -63,6 +69,7 @@ with tab_charts:
         lat["artifact"] = lat["model"] + " " + lat["format"] + " " + lat["precision"] + \
             lat["reparam"].map({True: "", False: " (train-time)"})
         lat["kind"] = lat["estimated"].map({True: "estimate", False: "measured"})
+        lat.loc[lat["noisy"].fillna(False).astype(bool), "kind"] = "measured, NOISY"
         st.markdown("**Latency per device (p50)**")
         st.altair_chart(alt.Chart(lat).mark_bar().encode(
             x=alt.X("p50_ms:Q", title="p50 latency (ms)"), y=alt.Y("artifact:N", title=None, axis=alt.Axis(labelLimit=400)),
