@@ -58,6 +58,12 @@ def _row(a: dict, acc: dict, lat: dict) -> dict:
             "probe_drift": (lat.get("noise") or {}).get("probe_drift"), "retakes": lat.get("retakes")}
 
 
+def _rule(rows: list[dict]) -> str:
+    """The noise rule as the measurement recorded it (each flagged row carries the rule it was judged by)."""
+    return next(((r.get("noise") or {}).get("rule") for r in rows if (r.get("noise") or {}).get("rule")),
+                "see workbench/bench/noise.py")
+
+
 def kind_of(r: dict) -> str:
     """How a latency row was obtained, in one word or two; a noisy measurement says so with its figures."""
     if r.get("estimated"):
@@ -135,10 +141,8 @@ def markdown(run: dict) -> str:
                      f"{_fmt(r.get('std_ms'))} | {r.get('runs', 0)} | {kind} |")
     noisy = [r for r in run["latency"] if r.get("noisy")]
     if noisy:
-        from ..bench.noise import RULE
-
         L += ["", f"**{len(noisy)} latency row(s) are NOISY** (the machine was busy while they were timed; re-taken and "
-              f"still noisy): {RULE}. Their figures are kept but no comparison should rest on them."]
+              f"still noisy): {_rule(noisy)}. Their figures are kept but no comparison should rest on them."]
     L += ["", "## Re-parameterization", "", "| model | params train -> deploy | MACs train -> deploy | max abs diff | cosine |", "|---|---|---|---|---|"]
     for m in run["models"]:
         rp = m.get("reparam") or {}
@@ -178,10 +182,8 @@ def device_markdown(run: dict, dev: str) -> str:
          "| rank | artifact | p50 ms | mean ms | std ms | p90 | p99 | min | max | runs | init ms | first ms | peak MB | kind |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if any(r.get("noisy") for r in rows):
-        from ..bench.noise import RULE
-
-        L[5:5] = [f"Rows marked NOISY were measured while the machine was busy ({RULE}); they were re-taken and "
-                  "stayed noisy: do not compare them.", ""]
+        L[5:5] = [f"Rows marked NOISY were measured while the machine was busy ({_rule(rows)}); they were re-taken "
+                  "and stayed noisy: do not compare them.", ""]
     for i, r in enumerate(rows, 1):
         kind = kind_of(r)
         L.append(f"| {i} | {_label(r)} | " + " | ".join(_fmt(r.get(k)) for k in ("p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms",
