@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the output went to a pager or `head` that closed: nothing to report
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except OSError as e:  # a file or folder the system refused: one line, never a traceback
         if os.environ.get("WORKBENCH_DEBUG"):
             traceback.print_exc()
