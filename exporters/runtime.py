@@ -3,8 +3,6 @@
 A format's ``load`` returns one of these; fidelity, evaluation and the study share them."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 

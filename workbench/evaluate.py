@@ -222,7 +222,7 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
                             "reason": f"not runnable on this host ({fmt.capability.not_runnable_reason})"})
             continue
         try:  # in a process of its own: a runtime crash on a damaged file is a failed row
-            outs = run_artifact(a["path"], fmt.name, x, options=manifest.get("options", {}), threads=threads)
+            outs, _ = run_artifact(a["path"], fmt.name, x, options=manifest.get("options", {}), threads=threads)
         except ArtifactRunError as e:
             results.append({**entry, "status": Status.FAILED, "reason": str(e)[:300]})
             continue

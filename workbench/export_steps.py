@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,8 @@ from exporters.base import Format
 from exporters.provenance import sha256_path, size_bytes
 from exporters.records import ArtifactRecord, ConvertJob, ConvertResult, FailureKind, ModelRef, Status
 
-from .proc import ProcResult, run_isolated
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from .artifact_run import ArtifactRunError, run_artifact
+from .proc import ProcResult, run_isolated, worker_env
 
 
 @dataclass
@@ -39,11 +37,6 @@ class ArtifactContext:
     priors: object
     gates: dict
     trained: bool
-
-    def env(self) -> dict:
-        return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-                "TF_CPP_MIN_LOG_LEVEL": "3",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def _oom_reason(reason: str | None, memory_limit_mb: int | None) -> str:
@@ -66,20 +59,18 @@ def _failed(rec: ArtifactRecord, res: ConvertResult | None, pr: ProcResult, ctx:
     return rec
 
 
-def _stage(ctx: ArtifactContext, job: ConvertJob, tag: str, rec: ArtifactRecord | None,
-           memory_limit: bool = True) -> tuple[ProcResult, ConvertResult | None]:
+def _stage(ctx: ArtifactContext, job: ConvertJob, tag: str, rec: ArtifactRecord) -> tuple[ProcResult, ConvertResult | None]:
     result_path = ctx.work / f"{tag}.{job.mode}.json"
     result_path.unlink(missing_ok=True)
     job = dataclasses.replace(job, result_path=str(result_path))
     job_file = ctx.work / f"{tag}.{job.mode}.job.json"
     job_file.write_text(json.dumps(job.to_dict()))
     pr = run_isolated([sys.executable, "-m", "exporters.worker", str(job_file)], timeout=ctx.opts.timeout_s,
-                      log_path=ctx.work / f"{tag}.{job.mode}.log", env=ctx.env(),
-                      memory_limit_mb=ctx.opts.memory_limit_mb if memory_limit else None)
-    if rec is not None:
-        rec.stages.append({"stage": job.mode, "seconds": round(pr.seconds, 2), "peak_rss_mb": round(pr.peak_rss_mb, 1)})
-        rec.export_seconds = round(sum(s["seconds"] for s in rec.stages), 2)
-        rec.peak_rss_mb = max(s["peak_rss_mb"] for s in rec.stages)
+                      log_path=ctx.work / f"{tag}.{job.mode}.log", env=worker_env(),
+                      memory_limit_mb=ctx.opts.memory_limit_mb)
+    rec.stages.append({"stage": job.mode, "seconds": round(pr.seconds, 2), "peak_rss_mb": round(pr.peak_rss_mb, 1)})
+    rec.export_seconds = round(sum(s["seconds"] for s in rec.stages), 2)
+    rec.peak_rss_mb = max(s["peak_rss_mb"] for s in rec.stages)
     return pr, _read_result(result_path)
 
 
@@ -119,14 +110,13 @@ def check_fidelity(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord, job: 
     """Run the artifact here (its own process) on the fidelity inputs and gate it against PyTorch."""
     from .fidelity import apply_gate, compare
 
-    outputs = ctx.work / f"{tag}.outputs.npz"
-    run_job = dataclasses.replace(job, mode="run", inputs=str(ctx.work / "fidelity_inputs.npy"), outputs=str(outputs))
-    pr, res = _stage(ctx, run_job, tag, None, memory_limit=False)
-    if pr.timed_out or res is None or res.status != Status.OK:
-        return _failed(rec, res, pr, ctx, "artifact could not run here: ")
-    rec.gpu_delegate = res.extra.get("gpu_delegate")
-    with np.load(outputs) as z:
-        got = [z[f"arr_{i}"] for i in range(len(z.files))]
+    try:
+        got, extra = run_artifact(rec.path, fmt.name, np.load(ctx.work / "fidelity_inputs.npy"), options=job.options,
+                                  threads=job.threads, timeout_s=ctx.opts.timeout_s, work=ctx.work, tag=tag)
+    except ArtifactRunError as e:
+        rec.status, rec.failure, rec.reason = Status.FAILED, e.kind, f"artifact could not run here: {e}"
+        return rec
+    rec.gpu_delegate = extra.get("gpu_delegate")
     try:
         rec.fidelity = compare(ctx.reference, got, ctx.task, ctx.priors)
     except ValueError as e:

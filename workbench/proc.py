@@ -88,6 +88,19 @@ def _limit_memory(mb: int | None):
     return apply
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker_env() -> dict:
+    """The environment of a worker process (a conversion or an artifact run): this checkout on the
+    import path, the venv's bin on PATH (onnx2tf runs onnxsim as a program), TensorFlow quiet."""
+    import sys
+
+    return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 class Cancelled(KeyboardInterrupt):
     """The run was interrupted (Ctrl-C, SIGTERM, a cancel): no new process starts. A KeyboardInterrupt,
     so no ``except Exception`` that records a failed row swallows it."""

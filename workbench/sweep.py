@@ -15,10 +15,7 @@ from exporters import FORMATS, PRECISIONS
 
 from .errors import ConfigError, WorkbenchError, did_you_mean
 from .executor import Plan, execute
-from .executor.run import DEFAULT_CACHE  # noqa: F401  (the documented default cache folder)
 from .sweep_fields import check_fields, check_string
-
-Sweep = Plan  # a sweep file is read into a Plan
 
 TOP_KEYS = {"name", "formats", "precisions", "devices", "reparam", "data", "latency", "models", "export", "quantization"}
 MODEL_KEYS = {"name", "weights", "num_classes", "input_size", "optimize", "label"}
@@ -34,7 +31,7 @@ def _check_keys(where: str, got: dict, allowed: set) -> None:
             raise ConfigError(f"{where}: unknown key '{k}'{did_you_mean(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
 
 
-def load_sweep(path: str | os.PathLike) -> Sweep:
+def load_sweep(path: str | os.PathLike) -> Plan:
     from .bench.profiles import get_profile
     from .registry import get_spec
 

@@ -2,9 +2,6 @@
 Each parses nothing itself: it calls the public API and prints."""
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 
 from .output import _human, _print_json

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from .output import _human, _print_json
+from .output import _print_json
 
 from .model_cmds import cmd_models
 

@@ -15,7 +15,6 @@ from ..errors import ConfigError
 from ..stats import count_macs, count_params
 from ..modelinfo import info_of, set_info
 
-from ..checkpoints import PRUNED_MARKER  # noqa: F401  (the marker a pruned file carries)
 
 
 def _ignored(model: nn.Module) -> list[nn.Module]:
