@@ -20,13 +20,15 @@ from pathlib import Path
 OTHERS_SHARE_MAX = 0.20   # share of the pinned cores' time used by other processes in a timed window
 PROBE_DRIFT_MAX = 0.50    # probe slower than this host's typical figure by more than this
 CV_MAX = 0.50             # robust CV of the timed runs: (p75 - p25) / (1.349 x p50)
+REPEAT_SPREAD_MAX = 0.50  # the repeats' p50s apart by more than this share of their median
 PROBE_HISTORY = 25        # probes kept per host; the typical figure is their median
 RETAKES = 2               # extra attempts for a noisy measurement
 RETAKE_PAUSE_S = 1.0
 ESTIMATE_FACTOR = 10.0    # a measured p50 this many times away from the roofline estimate gets a note
 RULE = (f"noisy = other processes used > {OTHERS_SHARE_MAX:.0%} of the pinned cores during a timed window, "
         f"or the probe kernel ran > {PROBE_DRIFT_MAX:.0%} slower than this host's typical figure, "
-        f"or the robust CV (IQR / 1.349 / p50) > {CV_MAX}")
+        f"or the robust CV (IQR / 1.349 / p50) > {CV_MAX}, "
+        f"or the repeats' p50s differ by > {REPEAT_SPREAD_MAX:.0%} of their median")
 PROBE_RECORD = Path(__file__).resolve().parents[2] / "reports" / ".cache" / "quiet_probe.json"
 
 
@@ -65,7 +67,7 @@ def robust_cv(sorted_ms: list[float]) -> float | None:
     return (percentile(sorted_ms, 0.75) - percentile(sorted_ms, 0.25)) / (1.349 * p50) if p50 > 0 else None
 
 
-def judge(raw: dict, cv: float | None) -> dict:
+def judge(raw: dict, cv: float | None, repeat_spread: float | None = None) -> dict:
     """The interference figures of one measurement and whether they make it noisy."""
     inter = raw.get("interference") or {}
     shares = [w["others_share"] for w in inter.get("windows", []) if w.get("others_share") is not None]
@@ -81,10 +83,12 @@ def judge(raw: dict, cv: float | None) -> dict:
         reasons.append(f"probe {max(probes):.2f} ms vs {ref:.2f} ms typical here (+{drift:.0%})")
     if cv is not None and cv > CV_MAX:
         reasons.append(f"CV {cv:.2f} > {CV_MAX}")
+    if repeat_spread is not None and repeat_spread > REPEAT_SPREAD_MAX:
+        reasons.append(f"repeats' p50s differ by {repeat_spread:.0%} of their median (> {REPEAT_SPREAD_MAX:.0%})")
     return {"noisy": bool(reasons), "reasons": reasons, "others_share_max": max(shares) if shares else None,
             "others_share": shares, "probe_ms": probes, "probe_typical_ms": ref, "probe_drift": drift,
             "loadavg": inter.get("loadavg"), "pinned_cores": inter.get("pinned_cores"), "cv": cv,
-            "measured": bool(inter), "rule": RULE}
+            "repeat_spread": repeat_spread, "measured": bool(inter), "rule": RULE}
 
 
 def estimate_note(p50_ms: float | None, estimate_ms: float | None) -> str | None:

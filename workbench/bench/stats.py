@@ -64,7 +64,7 @@ def summarize(raw: dict, *, device: str, runner: str, artifact: str) -> LatencyS
     spread = (max(rp50) - min(rp50)) / statistics.median(rp50) if len(rp50) > 1 else 0.0
     from .noise import judge, robust_cv
 
-    noise = judge(raw, robust_cv(s))
+    noise = judge(raw, robust_cv(s), spread if len(rp50) > 1 else None)
     if noise["noisy"]:
         warnings.append("noisy: " + "; ".join(noise["reasons"]))
     return LatencyStats(
