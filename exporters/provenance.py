@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .records import ModelInfo
 
-TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "onnx2tf",
-                      "tensorflow", "ai-edge-litert", "coremltools")
+TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "tensorflow",
+                      "ai-edge-litert", "coremltools", "litert-torch")
 
 
 def producer_version() -> str:
@@ -27,6 +27,9 @@ def toolchain_versions() -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
+    from .tflite_routes import onnx2tf_version  # onnx2tf lives in its own environment
+
+    out["onnx2tf"] = onnx2tf_version()
     return out
 
 

@@ -22,16 +22,23 @@ def onnx_runner(path: str, threads: int = 2):
     return run
 
 
+QUANTIZED_IO = (np.int8, np.uint8, np.int16)
+
+
 def _quantize_in(x: np.ndarray, det: dict) -> np.ndarray:
-    if det["dtype"] in (np.int8, np.uint8):
+    """Float32 input into the file's input type: quantized (int8, uint8, int16 with its scale and zero
+    point) or float16 (onnx2tf's float16 files take fp16 input)."""
+    if det["dtype"] in QUANTIZED_IO:
         scale, zp = det["quantization"]
-        lo, hi = (-128, 127) if det["dtype"] == np.int8 else (0, 255)
-        return np.clip(np.round(x / scale + zp), lo, hi).astype(det["dtype"])
+        info = np.iinfo(det["dtype"])
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(det["dtype"])
+    if det["dtype"] == np.float16:
+        return x.astype(np.float16)
     return x
 
 
 def _dequantize_out(y: np.ndarray, det: dict) -> np.ndarray:
-    if det["dtype"] in (np.int8, np.uint8):
+    if det["dtype"] in QUANTIZED_IO:
         scale, zp = det["quantization"]
         return (y.astype(np.float32) - zp) * scale
     return y.astype(np.float32)

@@ -3,9 +3,11 @@
 Routes, recorded per file:
 - ``tf-direct`` (default): the deploy graph is built in TensorFlow straight from the torch
   weights (``exporters.tf_graph``), saved once as a SavedModel and converted per precision.
-- ``onnx2tf``: from the fp32 ONNX file, used when tf-direct meets an op it does not map (or on
-  request). Its traps are handled: no download (we write its calibration sample ourselves),
-  the venv's bin on PATH for onnxsim, float and quantized variants in separate runs.
+- ``onnx2tf``: onnx2tf 2.x from the fp32 ONNX file, run as a program from its own Python 3.12
+  environment (``exporters.tflite_routes``); used when tf-direct meets an op it does not map, or
+  on request. Calibration is written by us (no download); one run per precision.
+- ``litert-torch``: Google's PyTorch -> LiteRT converter on the torch model (the ``litert``
+  extra), NHWC I/O; fp32, int8 (PT2E static) and int8-dynamic.
 """
 from __future__ import annotations
 
@@ -156,55 +158,8 @@ def _quant_options(conv, quant: dict, notes: list[str]) -> None:
         notes.append(f"calib_method {quant['calib_method']} applies to ONNX; the TFLite converter calibrates min/max")
 
 
-def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: bool, work: Path) -> list[str]:
-    """onnx2tf route, offline-safe; one run per precision (INT8 runs corrupt ceil-mode pools)."""
-    if precision == "int16x8":
-        raise SkipCombination("int16x8 is made by the tf-direct route only (onnx2tf writes no 16x8 file)")
-    import onnx2tf
-
-    run_dir = work / f"onnx2tf-{precision}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    # onnx2tf downloads this sample for 3-channel inputs; write our own calibration images instead
-    sample = calib if calib is not None and len(calib) else np.zeros((1, 3, 128, 128), np.float32)
-    mean = np.array([0.485, 0.456, 0.406], np.float32)
-    std = np.array([0.229, 0.224, 0.225], np.float32)
-    pix = np.clip(sample.transpose(0, 2, 3, 1) * std + mean, 0, 1).astype(np.float32)
-    np.save(run_dir / "calibration_image_sample_data_20x128x128x3_float32.npy", pix[:20])
-    cwd = os.getcwd()
-    os.chdir(run_dir)
-    try:
-        kwargs = dict(input_onnx_file_path=str(onnx_path), output_folder_path=str(run_dir / "out"),
-                      non_verbose=True, output_signaturedefs=True, keep_ncw_or_nchw_or_ncdhw_input_names=["input"] if nchw else None)
-        if precision == "int8":
-            calib_path = run_dir / "calib.npy"
-            np.save(calib_path, pix)
-            kwargs.update(output_integer_quantized_tflite=True,
-                          custom_input_op_name_np_data_path=[["input", str(calib_path), mean.reshape(1, 1, 1, 3).tolist(),
-                                                              std.reshape(1, 1, 1, 3).tolist()]])
-        elif precision == "int8-dynamic":
-            kwargs.update(output_dynamic_range_quantized_tflite=True)
-        try:
-            onnx2tf.convert(**kwargs)
-        except SystemExit as e:  # onnx2tf exits the process on some errors
-            raise ExportError(f"onnx2tf stopped (exit {e.code}); see the conversion log") from None
-    finally:
-        os.chdir(cwd)
-    stem = onnx_path.stem
-    produced = {
-        "fp32": f"{stem}_float32.tflite", "fp16": f"{stem}_float16.tflite",
-        "int8-dynamic": f"{stem}_dynamic_range_quant.tflite", "int8": f"{stem}_full_integer_quant.tflite",
-    }[precision]
-    src = run_dir / "out" / produced
-    if not src.exists():
-        raise ExportError(f"onnx2tf did not write {produced}; see its log beside the manifest")
-    shutil.copyfile(src, out)
-    return ["onnx2tf route; its own output check is off when calibration data is given, "
-            "so the workbench validates the file itself"]
-
-
-ROUTES = ("auto", "tf-direct", "onnx2tf")
+ROUTES = ("auto", "tf-direct", "onnx2tf", "litert-torch")
+SINGLE_STAGE_ROUTES = ("onnx2tf", "litert-torch")
 
 
 class TFLiteFormat(Format):
@@ -220,7 +175,7 @@ class TFLiteFormat(Format):
 
     def stages(self, options: dict) -> tuple[str, ...]:
         # tf-direct builds one SavedModel shared by every precision, in a process of its own
-        return ("convert",) if options.get("route") == "onnx2tf" else ("prepare", "convert")
+        return ("convert",) if options.get("route") in SINGLE_STAGE_ROUTES else ("prepare", "convert")
 
     def prepare(self, job: ConvertJob, load_model) -> ConvertResult:
         """tf-direct stage 1. A model tf-direct cannot map falls back to onnx2tf here, and only here."""
@@ -246,7 +201,14 @@ class TFLiteFormat(Format):
         nchw = bool(options.get("nchw"))
         calib = np.load(job.calib) if job.calib else None
         extra: dict = {"layout": "NCHW" if nchw else "NHWC"}
-        if options.get("route", "auto") != "onnx2tf":
+        route = options.get("route", "auto")
+        if route == "litert-torch":
+            from .tflite_routes import convert_litert_torch
+
+            notes, figures = convert_litert_torch(load_model(), out, precision, calib, nchw, job.model.info.input_size,
+                                                  bool(options.get("int8_io")))
+            return ConvertResult(route="litert-torch", notes=notes, extra={**extra, **figures})
+        if route != "onnx2tf":
             saved = saved_model_dir(work, nchw)
             if not saved.exists():
                 extra["graph_ops"] = build_saved_model(load_model(), job.model.info, saved, nchw)
@@ -258,8 +220,11 @@ class TFLiteFormat(Format):
             from .onnx_export import ensure_fp32  # imports torch: only on the onnx2tf route
 
             ensure_fp32(load_model(), base, job.model.info)
-        notes = convert_onnx2tf(base, out, precision, calib, nchw, work)
-        return ConvertResult(route="onnx2tf", notes=notes, extra=extra)
+        from .tflite_routes import convert_onnx2tf
+
+        notes, figures = convert_onnx2tf(base, out, precision, calib, nchw, work, bool(options.get("int8_io")),
+                                         options.get("quant"))
+        return ConvertResult(route="onnx2tf", notes=notes, extra={**extra, **figures})
 
     def load(self, path, *, threads: int = 2, options: dict | None = None):
         from .runtime import tflite_runner

@@ -45,7 +45,7 @@ def test_run_json_validates_and_has_provenance(run_dir):
     on_disk = json.loads((out / "run.json").read_text())
     validate_run(on_disk)
     prov = on_disk["provenance"]
-    assert prov["host"]["cores"] >= 1 and prov["toolchain"]["onnx2tf"] == "1.29.24"
+    assert prov["host"]["cores"] >= 1 and prov["toolchain"]["onnx2tf"] == "2.6.9"
     assert all(len(a["sha256"]) == 64 for a in on_disk["artifacts"] if a["status"] == "ok")
     assert on_disk["datasets"][0]["sha256"] and on_disk["models"][0]["params"] == 33594
     bad = dict(on_disk, version=3)

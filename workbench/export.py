@@ -33,7 +33,7 @@ class ExportOptions:
     reparam: bool = True
     nchw: bool = False
     int8_io: bool = False
-    route: str = "auto"  # tflite: auto | tf-direct | onnx2tf
+    route: str = "auto"  # tflite: auto | tf-direct | onnx2tf | litert-torch
     image_input: bool = False  # coreml
     timeout_s: float = 900.0
     threads: int = 2
@@ -59,7 +59,7 @@ class ExportOptions:
         from exporters.tflite_export import ROUTES
 
         if self.route not in ROUTES:
-            raise ConfigError(f"unknown TFLite route {self.route!r}; choose auto, tf-direct or onnx2tf")
+            raise ConfigError(f"unknown TFLite route {self.route!r}; choose one of {', '.join(ROUTES)}")
         from .sweep_fields import check_number
 
         check_number("--calib-count", self.calib_count, "int", 1, 100_000)
