@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .records import ConvertJob, ConvertResult, SkipCombination
+from .records import ConvertJob, ConvertResult, ModelInfo, SkipCombination
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int16x8", "pal4", "pal6", "pal8")
 
@@ -64,6 +64,11 @@ class Format:
 
     def compute_precision(self, precision: str) -> str:
         return self.capability.compute_precision.get(precision, precision)
+
+    def artifact_options(self, options: dict, info: ModelInfo, precision: str) -> tuple[dict, str | None]:
+        """The options for one artifact (a choice the format makes per model and precision, such as
+        TFLite's ``auto`` route), and a note saying what was chosen and why (None when nothing was)."""
+        return options, None
 
     def stages(self, options: dict) -> tuple[str, ...]:
         """Worker processes one conversion takes (a shared preparation stage, then convert)."""

@@ -101,6 +101,7 @@ class ModelInfo(_Record):
     weights: str = "random init"  # a label for provenance, not necessarily a path
     deploy: bool = False
     pruned: bool = False
+    family: str = ""  # the registry's family (repvgg, vgg, ssd, ...): the TFLite auto route is chosen by it
 
     @property
     def output_names(self) -> list[str]:

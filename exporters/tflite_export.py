@@ -173,6 +173,15 @@ class TFLiteFormat(Format):
          "int16x8": "16-bit activations, 8-bit weights (accurate; no XNNPACK/GPU kernels: slow on CPU)"},
         runtime="litert")
 
+    def artifact_options(self, options: dict, info: ModelInfo, precision: str) -> tuple[dict, str | None]:
+        if options.get("route", "auto") != "auto":
+            return options, None
+        from .tflite_routes import auto_route
+
+        route, why = auto_route(info.family, precision)
+        # tf-direct keeps "auto" so that a graph it cannot map still falls back to onnx2tf
+        return ({**options, "route": route} if route != "tf-direct" else options), why
+
     def stages(self, options: dict) -> tuple[str, ...]:
         # tf-direct builds one SavedModel shared by every precision, in a process of its own
         return ("convert",) if options.get("route") in SINGLE_STAGE_ROUTES else ("prepare", "convert")

@@ -33,6 +33,25 @@ ONNX2TF_FILES = {
 }
 
 
+# The ``auto`` route per (model family, precision): the winners of the route table `make bench`
+# writes (scripts/bench_routes.py; reports/bench/routes.md; figures in the README). A family or
+# precision not listed takes tf-direct, the one route that makes every precision here.
+AUTO_ROUTES: dict[tuple[str, str], str] = {}
+AUTO_BASIS = "route table of 2026-11-25 (make bench, scripts/bench_routes.py)"
+
+
+def auto_route(family: str, precision: str) -> tuple[str, str]:
+    """The route ``auto`` takes for a model family and precision, and why. A route whose
+    environment is missing here gives way to tf-direct (said in the note)."""
+    route = AUTO_ROUTES.get((family, precision), "tf-direct")
+    why = f"auto route: {route} for {family or 'this model'} {precision} ({AUTO_BASIS})"
+    if route == "onnx2tf" and not Path(os.environ.get("WORKBENCH_ONNX2TF") or ONNX2TF_ENV / "bin" / "onnx2tf").exists():
+        return "tf-direct", why + "; onnx2tf's environment is missing here, so tf-direct (run make setup)"
+    if route == "litert-torch" and litert_torch_version() == "not installed":
+        return "tf-direct", why + "; litert-torch is not installed here, so tf-direct (pip install 'edge-workbench[litert]')"
+    return route, why
+
+
 def onnx2tf_program() -> Path:
     """The onnx2tf 2.x program: $WORKBENCH_ONNX2TF, else .venv-onnx2tf/bin/onnx2tf from make setup."""
     p = Path(os.environ.get("WORKBENCH_ONNX2TF") or ONNX2TF_ENV / "bin" / "onnx2tf")

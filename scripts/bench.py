@@ -2,8 +2,8 @@
 exporters issue marked met or missed. Results go to ``reports/bench/`` (JSON and Markdown).
 
 Full-size models live here, not in the test suite. Each figure is measured on this host in
-this run; the onnx2tf comparison figures are measured here too (repvgg-a0 only: onnx2tf runs
-out of memory on vgg16 and takes minutes on SSD300) and otherwise quoted from REFERENCE.
+this run. The comparison of the TFLite routes (tf-direct, onnx2tf 2.x, litert-torch) over five
+models is scripts/bench_routes.py, which `make bench` runs after this one.
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def main() -> int:
     a0 = record(run_export("repvgg-a0", ["onnx", "tflite", "coreml"], ["fp32", "fp16", "int8-dynamic", "int8"],
                            out / "repvgg-a0"))
     tfl = [a for a in a0 if a["format"] == "tflite" and a["status"] == "ok"]
-    targets.append(target("repvgg-a0: all TFLite precisions, total export time (onnx2tf: 127 s float + 92 s INT8)",
+    targets.append(target("repvgg-a0: all TFLite precisions, total export time (onnx2tf 1.29: 127 s float + 92 s INT8)",
                           round(sum(a["export_seconds"] for a in tfl), 1) if len(tfl) == 4 else None, 20, "s"))
     ours = next((a for a in tfl if a["precision"] == "fp32"), None)
     o2t = record(run_export("repvgg-a0", ["tflite"], ["fp32"], out / "repvgg-a0-onnx2tf", route="onnx2tf"))
@@ -179,7 +179,7 @@ def main() -> int:
         vgg = record(run_export("vgg16", ["tflite"], ["fp32", "int8"], out / "vgg16"))
         v32 = next((a for a in vgg if a["precision"] == "fp32"), None)
         ok32 = v32 and v32["status"] == "ok"
-        targets.append(target("vgg16 fp32 TFLite export time (onnx2tf: out of memory at 23.5 GB)",
+        targets.append(target("vgg16 fp32 TFLite export time (onnx2tf 1.29: out of memory at 23.5 GB)",
                               v32["export_seconds"] if ok32 else None, 60, "s"))
         targets.append(target("vgg16 fp32 TFLite peak memory", round(v32["peak_rss_mb"] / 1024, 2) if ok32 else None,
                               4.0, "GiB"))
@@ -188,7 +188,7 @@ def main() -> int:
                               1, "ok", better="higher"))
         ssd = record(run_export("ssd300-vgg16", ["tflite", "onnx"], ["fp32", "int8"], out / "ssd300-vgg16"))
         s32 = next((a for a in ssd if a["format"] == "tflite" and a["precision"] == "fp32"), None)
-        targets.append(target("ssd300-vgg16 fp32 TFLite export time (onnx2tf: ~290 s, 5.9 GB)",
+        targets.append(target("ssd300-vgg16 fp32 TFLite export time (onnx2tf 1.29: ~290 s, 5.9 GB)",
                               s32["export_seconds"] if s32 and s32["status"] == "ok" else None, 60, "s"))
         s8 = next((a for a in ssd if a["format"] == "tflite" and a["precision"] == "int8"), None)
         targets.append(target("ssd300-vgg16 int8 TFLite exports on this machine",

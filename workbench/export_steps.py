@@ -80,6 +80,10 @@ def export_one(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord) -> Artifa
     job = ConvertJob(mode="convert", format=fmt.name, precision=rec.precision, out_path=str(path),
                      work_dir=str(ctx.cache), result_path="", model=ctx.model, producer_version=ctx.producer_version,
                      calib=str(ctx.work / "calib.npy"), threads=ctx.opts.threads, options=dict(ctx.format_options))
+    options, chose = fmt.artifact_options(job.options, ctx.model.info, rec.precision)
+    job = dataclasses.replace(job, options=options)
+    if chose:
+        rec.notes.append(chose)
     for mode in fmt.stages(job.options):
         pr, res = _stage(ctx, dataclasses.replace(job, mode=mode), tag, rec)
         if res is None or pr.timed_out or res.status == Status.FAILED:

@@ -142,7 +142,7 @@ def create_model(
         raise ModelConfigError(f"num_classes must be >= 1, got {n}; pass --num-classes N")
     size = resolve_input_size(spec, input_size)
     model = spec.builder(num_classes=n, input_size=size, **kwargs)
-    model.model_info = ModelInfo(name=spec.name, task=spec.task, num_classes=n, input_size=size)
+    model.model_info = ModelInfo(name=spec.name, task=spec.task, num_classes=n, input_size=size, family=spec.family)
     model.eval()
     if deploy:
         from .reparam import reparameterize_model

@@ -217,7 +217,7 @@ def export_all(sweep: Plan, cache_dir: Path, executor: str, address: str | None,
     try:
         import ray
     except ImportError as e:
-        raise ConfigError("--executor ray needs the ray package (pip install ray==2.60.0)") from e
+        raise ConfigError("--executor ray needs ray: pip install 'edge-workbench[ray]' (make setup installs it)") from e
     import io
     import tarfile
 
