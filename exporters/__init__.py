@@ -9,9 +9,10 @@ from .base import PRECISIONS, Capability, Format
 from .coreml_export import CoreMLFormat
 from .onnx_export import OnnxFormat
 from .records import Status
+from .tensorrt_export import TensorRTFormat
 from .tflite_export import TFLiteFormat
 
-FORMATS: dict[str, Format] = {f.name: f for f in (OnnxFormat(), TFLiteFormat(), CoreMLFormat())}
+FORMATS: dict[str, Format] = {f.name: f for f in (OnnxFormat(), TFLiteFormat(), CoreMLFormat(), TensorRTFormat())}
 CAPABILITIES: dict[str, Capability] = {name: f.capability for name, f in FORMATS.items()}
 
 
@@ -34,8 +35,9 @@ def format_for_path(path) -> Format | None:
     """The format of an artifact file by its suffix, or None."""
     from pathlib import Path
 
-    suffix = Path(path).suffix
-    return next((f for f in FORMATS.values() if f.suffix == suffix), None)
+    name = Path(path).name
+    # longest suffix first: a .trt.onnx file is TensorRT's, not plain ONNX's
+    return next((f for f in sorted(FORMATS.values(), key=lambda f: -len(f.suffix)) if name.endswith(f.suffix)), None)
 
 
 def supports(fmt: str, precision: str) -> tuple[bool, str]:

@@ -178,6 +178,7 @@ class ArtifactRecord(_Record):
     validation: dict | None = None
     stages: list = field(default_factory=list)  # per-process time and peak memory
     failure: FailureKind | None = None
+    engine: dict | None = None  # tensorrt: the engine built from the artifact, or why none was
 
 
 _NESTED = {("ModelRef", "info"): ModelInfo, ("ConvertJob", "model"): ModelRef}

@@ -100,6 +100,7 @@ def export_one(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord) -> Artifa
         if mode == "convert":
             rec.route, rec.notes = res.route, rec.notes + list(res.notes)
             rec.validation = res.extra.get("validation")
+            rec.engine = res.extra.get("engine")
     rec.path, rec.sha256, rec.size_bytes = str(path), sha256_path(path), size_bytes(path)
     rec.status = Status.OK
     if not fmt.runs_here:

@@ -21,7 +21,8 @@ def _context(artifact: Path) -> dict:
 
     row, manifest = artifact_context(str(artifact))
     return {"model": manifest["model"], "num_classes": manifest["num_classes"], "input_size": manifest["input_size"],
-            "precision": row.get("precision") or "fp32", "format": row.get("format") or getattr(format_for_path(artifact), "name", None)}
+            "precision": row.get("precision") or "fp32", "format": row.get("format") or getattr(format_for_path(artifact), "name", None),
+            "int8_io": bool((row.get("validation") or {}).get("int8_io"))}
 
 
 def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
@@ -82,6 +83,9 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
         return not_runnable(str(p), profile, profile.runner, f"{profile.name} offers {', '.join(profile.runtimes)}, not {fmt.name}")
     if profile.runner == "estimate":  # after the runtime check: no estimate for a format the device lacks
         return _estimate(_context(p), profile, threads, str(p))
+    if profile.runner == "local" and fmt.name == "tensorrt":
+        return not_runnable(str(p), profile, "local", "a TensorRT engine needs an NVIDIA GPU with CUDA; the TensorRT-ready "
+                            "ONNX is verified here, its latency is measured on a GPU profile")
     if not fmt.runs_here:
         return not_runnable(str(p), profile, profile.runner, f"not runnable on this host ({fmt.capability.not_runnable_reason})")
     if profile.runner == "local":
@@ -99,6 +103,11 @@ def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Proto
                 stats.basis = {"estimate_ms": None, "estimate_error": None, "why": str(e)}
         return stats
     if profile.runner == "ssh":
+        if fmt.name == "tensorrt":  # the engine is built and timed on the board by trtexec
+            from .runners import run_trtexec_ssh
+
+            ctx = _context(p)
+            return run_trtexec_ssh(str(p), profile, protocol, ctx["precision"], ctx["int8_io"])
         return _retaken(lambda: run_ssh(str(p), profile, protocol, threads))
     if profile.runner == "adb":
         if p.suffix not in ADB_SUFFIXES:

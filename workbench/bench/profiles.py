@@ -12,14 +12,14 @@ from ..errors import ConfigError, did_you_mean
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "device_profiles"
 RUNNERS = ("local", "ssh", "adb", "estimate")
-RUNTIMES = ("tflite", "onnx", "pytorch", "coreml")
-DELEGATES = ("xnnpack", "gpu", "nnapi", "hexagon", "coreml-ane", "coreml-gpu", "cpu")
+RUNTIMES = ("tflite", "onnx", "pytorch", "coreml", "tensorrt")
+DELEGATES = ("xnnpack", "gpu", "nnapi", "hexagon", "coreml-ane", "coreml-gpu", "cpu", "cuda")
 TOP_FIELDS = {"name": str, "description": str, "runner": str, "threads": (int, str), "runtimes": list,
               "delegates": list, "connection": dict, "compute": dict, "sources": dict, "notes": str}
 COMPUTE_FIELDS = ("fp32_gflops", "fp16_gflops", "int8_gops", "memory_bandwidth_gbs")
 CONNECTION_FIELDS = {
     "local": set(),
-    "ssh": {"host", "port", "user", "key", "python", "workdir", "options"},
+    "ssh": {"host", "port", "user", "key", "python", "workdir", "options", "trtexec"},
     "adb": {"serial", "benchmark_model", "adb", "workdir", "use_gpu", "use_xnnpack", "extra_flags"},
     "estimate": set(),
 }

@@ -111,6 +111,7 @@ def check_connection(runner: str, conn: dict, where: str = "connection") -> None
         word("user")
         word("workdir", _SAFE_PATH)
         word("python", _SAFE_PATH)
+        word("trtexec", _SAFE_PATH)
         port = conn.get("port", 22)
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise bad("port", f"is {port!r}: use an integer 1-65535")
@@ -189,6 +190,107 @@ def run_ssh(artifact: str, profile, protocol: Protocol, threads: int) -> Latency
             raise RunnerError(f"the agent failed on {target}: {(r.stderr.strip().splitlines() or ['?'])[-1]}; "
                               "it needs python3, numpy and ai-edge-litert / tflite-runtime or onnxruntime there")
     return summarize(_last_json(r.stdout), device=profile.name, runner="ssh", artifact=str(artifact))
+
+
+# --- trtexec (TensorRT) over ssh ----------------------------------------------------------------
+
+_TRT_STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*([0-9.eE+-]+)\s*ms")
+_TRT_LINES = {"Latency": "host_latency", "End-to-End Host Latency": "end_to_end", "Enqueue Time": "enqueue",
+              "H2D Latency": "h2d", "GPU Compute Time": "gpu_compute", "D2H Latency": "d2h"}
+
+
+def parse_trtexec(text: str) -> dict:
+    """Parse trtexec's "=== Performance summary ===" (TensorRT 7 to 10) into milliseconds: for each
+    of Latency (host: H2D + compute + D2H), End-to-End Host Latency, Enqueue Time, H2D Latency,
+    GPU Compute Time and D2H Latency its min / max / mean / median and the percentiles it printed;
+    throughput (qps) and the totals."""
+    i = text.find("=== Performance summary ===")
+    if i < 0:
+        raise RunnerError("trtexec printed no performance summary (=== Performance summary ===); see its output")
+    out: dict = {"metrics": {}}
+    for line in text[i:].splitlines():
+        body = re.sub(r"^\[[^]]*\]\s*\[\w\]\s*", "", line.strip())
+        m = re.match(r"Throughput:\s*([0-9.eE+-]+)\s*qps", body)
+        if m:
+            out["throughput_qps"] = float(m.group(1))
+            continue
+        m = re.match(r"Total (Host Walltime|GPU Compute Time):\s*([0-9.eE+-]+)\s*s", body)
+        if m:
+            out["total_host_walltime_s" if m.group(1) == "Host Walltime" else "total_gpu_compute_s"] = float(m.group(2))
+            continue
+        name, _, rest = body.partition(":")
+        key = _TRT_LINES.get(name.strip())
+        if key and "=" in rest:
+            stats = {}
+            for label, pct, val in _TRT_STAT.findall(rest):
+                stats[f"p{pct.rstrip('0').rstrip('.') if '.' in pct else pct}" if pct else label] = float(val)
+            out["metrics"][key] = stats
+        m = re.search(r"coefficient of variance = ([0-9.]+)%", body)
+        if m:
+            out["gpu_compute_cv_percent"] = float(m.group(1))
+    if "host_latency" not in out["metrics"] and "gpu_compute" not in out["metrics"]:
+        raise RunnerError("trtexec's performance summary has no Latency or GPU Compute Time line")
+    return out
+
+
+def trtexec_flags(precision: str, protocol: Protocol, onnx_name: str, int8_io: bool = False) -> list[str]:
+    """trtexec's flags per precision: fp16 with --fp16; int8 from the explicitly quantized file as a
+    strongly typed network (no --int8: the Q/DQ nodes decide, per TensorRT's guide); int8 I/O adds
+    --inputIOFormats=int8:chw so the engine takes int8 input like the device app would feed it."""
+    flags = [f"--onnx={onnx_name}", f"--warmUp={int(protocol.warmup_seconds * 1000)}",
+             f"--duration={max(1, int(round(protocol.min_seconds)))}", f"--iterations={protocol.min_runs}",
+             "--useSpinWait"]
+    if precision == "fp16":
+        flags.append("--fp16")
+    elif precision == "int8":
+        flags.append("--stronglyTyped")
+        if int8_io:
+            flags.append("--inputIOFormats=int8:chw")
+    return flags
+
+
+def trtexec_stats(parsed: dict, *, device: str, runner: str, artifact: str, runtime: str) -> LatencyStats:
+    """A LatencyStats from parse_trtexec: the host latency (what an app waits for, H2D + compute +
+    D2H) is the headline; GPU compute, H2D and D2H are kept beside it."""
+    m = parsed["metrics"]
+    lat = m.get("host_latency") or m.get("gpu_compute")
+    runs = round(parsed["total_host_walltime_s"] * parsed["throughput_qps"]) if parsed.get("total_host_walltime_s") \
+        and parsed.get("throughput_qps") else None
+    return LatencyStats(device=device, runner=runner, threads=None, init_ms=None, first_ms=None,
+                        mean_ms=lat.get("mean"), std_ms=None, min_ms=lat.get("min"), p50_ms=lat.get("median"),
+                        p90_ms=lat.get("p90"), p99_ms=lat.get("p99"), max_ms=lat.get("max"), cv=None, runs=runs or 0,
+                        peak_rss_mb=None, timed_scope="trtexec Latency: H2D + GPU compute + D2H per inference "
+                        "(its own timer); GPU compute, H2D and D2H in basis", estimated=False, artifact=artifact,
+                        runtime=runtime, basis={"trtexec": parsed},
+                        warnings=[] if lat.get("p90") else ["trtexec printed no p90 (TensorRT < 10): p90 is null"])
+
+
+def run_trtexec_ssh(artifact: str, profile, protocol: Protocol, precision: str, int8_io: bool = False) -> LatencyStats:
+    """Copy the TensorRT-ready ONNX to the board over ssh, build and time the engine there with
+    trtexec (the profile's connection.trtexec, default /usr/src/tensorrt/bin/trtexec on JetPack)."""
+    conn = profile.connection
+    check_connection("ssh", conn, f"{profile.name}: connection")
+    trtexec = conn.get("trtexec", "/usr/src/tensorrt/bin/trtexec")
+    if not isinstance(trtexec, str) or not _SAFE_PATH.fullmatch(trtexec):
+        raise ConfigError(f"{profile.name}: connection.trtexec is {trtexec!r}: use a plain file path")
+    target = f"{conn['user']}@{conn['host']}" if conn.get("user") else conn["host"]
+    workdir = conn.get("workdir", "/tmp/edge-workbench")
+    name = Path(artifact).name
+    base = _ssh_base(conn)
+    scp = ["scp", "-q"] + _ssh_opts(conn, "-P")
+    for cmd in (base + [target, f"mkdir -p {shlex.quote(workdir)}"], scp + [str(artifact), f"{target}:{workdir}/"]):
+        r = _run(cmd, protocol.timeout_s, "install openssh-client")
+        if r.returncode != 0:
+            raise RunnerError(f"ssh to {target} failed ({(r.stderr.strip().splitlines() or [str(r.returncode)])[-1]}); "
+                              "check the profile's connection settings and that your key is authorized")
+    flags = " ".join(shlex.quote(f) for f in trtexec_flags(precision, protocol, name, int8_io))
+    r = _run(base + [target, f"cd {shlex.quote(workdir)} && {trtexec} {flags}"], protocol.timeout_s,
+             "install openssh-client")
+    if r.returncode != 0:
+        raise RunnerError(f"trtexec failed on {target}: {(r.stdout + r.stderr).strip().splitlines()[-1:]} "
+                          "(is TensorRT installed there? set connection.trtexec)")
+    return trtexec_stats(parse_trtexec(r.stdout + "\n" + r.stderr), device=profile.name, runner="ssh+trtexec",
+                         artifact=str(artifact), runtime=f"TensorRT trtexec ({precision})")
 
 
 # --- adb + Android's benchmark_model -------------------------------------------------------

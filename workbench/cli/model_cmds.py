@@ -121,8 +121,13 @@ def _row_line(r: dict) -> str:
         fid = "not runnable here (needs macOS)" + (f"; weight SNR {snr:.1f} dB" if snr is not None else "")
     gpu = r.get("gpu_delegate")
     g = f"; GPU delegate {gpu['delegated_ops']}/{gpu['total_ops']} ops" if gpu else ""
-    return (f"[green]{head} ok[/] {r['size_bytes'] / 1e6:8.2f} MB {r['export_seconds']:6.1f} s "
+    line = (f"[green]{head} ok[/] {r['size_bytes'] / 1e6:8.2f} MB {r['export_seconds']:6.1f} s "
             f"{r['peak_rss_mb']:7.0f} MB peak [{r['route']}] {fid}{g}")
+    eng = r.get("engine")
+    if eng:
+        line += (f"\n{'':7s} {'':13s} engine: built in {eng['build_seconds']} s (TensorRT {eng['tensorrt']}, {eng['gpu']})"
+                 if eng.get("status") == "built" else f"\n{'':7s} {'':13s} [yellow]engine: {eng['reason']}[/]")
+    return line
 
 
 def cmd_train(args) -> int:

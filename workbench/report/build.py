@@ -56,7 +56,7 @@ def add_export(run: dict, manifest: dict, summary: dict, *, reparam: bool = True
     for a in manifest["artifacts"]:
         row = {k: a.get(k) for k in ("model", "format", "precision", "route", "path", "sha256", "size_bytes", "status",
                                      "reason", "export_seconds", "peak_rss_mb", "fidelity", "gate", "gpu_delegate",
-                                     "runnable_here", "validation")}
+                                     "runnable_here", "validation", "engine")}
         row["reparam"] = reparam
         if a.get("cache"):  # a cached file that failed its check and was re-exported
             row["cache"] = a["cache"]

@@ -166,6 +166,13 @@ def markdown(run: dict) -> str:
         g = a.get("gpu_delegate")
         if g:
             L.append(f"| {_label(a)} | {g['delegated_ops']} / {g['total_ops']} | {', '.join(f'{k} x{v}' for k, v in g['fallback_by_op'].items()) or 'none'} |")
+    engines = [a for a in run["artifacts"] if a.get("engine")]
+    if engines:
+        L += ["", "## TensorRT engines", "", "| artifact | engine | TensorRT | GPU | build s |", "|---|---|---|---|---|"]
+        for a in engines:
+            e = a["engine"]
+            L.append(f"| {_label(a)} | {'built' if e.get('status') == 'built' else e.get('reason')} | "
+                     f"{e.get('tensorrt', '-')} | {e.get('gpu', '-')} | {e.get('build_seconds', '-')} |")
     L += ["", "## Failures", ""]
     L += [f"- {f['stage']}: {' '.join(str(f.get(k)) for k in ('model', 'format', 'precision', 'device') if f.get(k))}: {f['reason']}"
           for f in run["failures"]] or ["none"]
