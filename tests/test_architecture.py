@@ -71,7 +71,7 @@ def test_every_format_is_one_registered_class():
     from exporters import FORMATS, format_for_path, get_format
     from exporters.base import Format
 
-    assert set(FORMATS) == {"onnx", "tflite", "coreml"}
+    assert set(FORMATS) == {"onnx", "tflite", "coreml", "tensorrt"}
     for name, fmt in FORMATS.items():
         assert isinstance(fmt, Format) and fmt.name == name
         assert format_for_path(f"x{fmt.suffix}") is fmt

@@ -124,7 +124,7 @@ def test_options_are_validated():
     with pytest.raises(ConfigError, match="unknown precision"):
         ExportOptions(precisions=("int4",)).validate()
     assert supports("coreml", "int8-dynamic")[0] is False
-    assert set(CAPABILITIES) == {"onnx", "tflite", "coreml"}
+    assert set(CAPABILITIES) == {"onnx", "tflite", "coreml", "tensorrt"}
 
 
 def test_gpu_rules_reject_what_the_delegate_cannot_take(tmp_path):
