@@ -114,7 +114,7 @@ def insert_qdq(model, amax: dict[str, float]):
     """The explicitly quantized graph: per-tensor Q/DQ on the activations in ``amax``, per-channel
     int8 weights with a DequantizeLinear on every weighted op, by the rules in this module's doc."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}

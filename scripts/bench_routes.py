@@ -4,6 +4,11 @@ does not land on one route), and each file is measured the same way: convert sec
 memory (from the export manifest: the conversion processes, ONNX export included for onnx2tf),
 size, op histogram, LiteRT latency (XNNPACK, all threads, this host) and fidelity against PyTorch.
 
+Latency is taken after all conversions, per (model, precision), in rounds: each round times
+every route's file once (order rotating), so the routes share the machine's quiet and busy spells;
+a route's figure is the median of its rounds' p50s, its spread the range of those p50s.
+``--remeasure`` redoes only this phase on the files of an earlier run.
+
 The winner per (model, precision) is chosen by one rule, written into the result:
   a route whose file is not verified ok cannot win; among the rest, the lowest LiteRT p50 wins
   unless it is within the spread of the measurements (max of the repeats' spread and 5%) of
@@ -65,9 +70,28 @@ def cell(model: str, precision: str, route: str, out: Path, timeout: float) -> d
     row.update(cosine=fid.get("cosine"), max_abs_diff=fid.get("max_abs_diff"), agreement=fid.get("agreement"))
     if a["status"] == "ok":
         row["ops"] = op_histogram(a["path"])
-        row.update(latency(a["path"]))
+        row["path"] = a["path"]
     shutil.rmtree(work / ".work", ignore_errors=True)
     return row
+
+
+ROUNDS = 3
+
+
+def measure_group(cells: list[dict]) -> None:
+    """Interleaved latency of one (model, precision) group's files: ROUNDS rounds, order rotating."""
+    import statistics
+
+    ok = [c for c in cells if c["status"] == "ok" and c.get("path") and Path(c["path"]).exists()]
+    runs: dict[str, list[dict]] = {c["route"]: [] for c in ok}
+    for r in range(ROUNDS):
+        for c in ok[r % max(1, len(ok)):] + ok[:r % max(1, len(ok))]:
+            runs[c["route"]].append(latency(c["path"]))
+    for c in ok:
+        p50s = [m["p50_ms"] for m in runs[c["route"]]]
+        med = statistics.median(p50s)
+        c.update(p50_ms=med, round_p50_ms=[round(v, 3) for v in p50s], repeat_spread=(max(p50s) - min(p50s)) / med,
+                 noisy=any(m.get("noisy") for m in runs[c["route"]]), threads=runs[c["route"]][0].get("threads"))
 
 
 def winner(rows: list[dict]) -> tuple[str | None, str]:
@@ -76,12 +100,14 @@ def winner(rows: list[dict]) -> tuple[str | None, str]:
         return None, "no route wrote a verified file"
     best = min(ok, key=lambda r: r["p50_ms"])
     tol = max([0.05] + [r.get("repeat_spread") or 0 for r in ok])
+    noisy = [r["route"] for r in ok if r.get("noisy")]
     tied = [r for r in ok if r["p50_ms"] <= best["p50_ms"] * (1 + tol)]
     if len(tied) > 1:
         w = min(tied, key=lambda r: r["convert_s"] or 1e9)
         return w["route"], (f"latency tied within {tol:.0%} ({', '.join(r['route'] for r in tied)}); "
-                            f"fastest conversion {w['convert_s']:.1f} s")
-    return best["route"], f"lowest LiteRT p50 {best['p50_ms']:.2f} ms (beyond the {tol:.0%} spread)"
+                            f"fastest conversion {w['convert_s']:.1f} s" + (f"; noisy rounds: {', '.join(noisy)}" if noisy else ""))
+    return best["route"], (f"lowest LiteRT p50 {best['p50_ms']:.2f} ms (beyond the {tol:.0%} spread)"
+                           + (f"; noisy rounds: {', '.join(noisy)}" if noisy else ""))
 
 
 def main() -> int:
@@ -90,33 +116,52 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--remeasure", action="store_true", help="only the latency phase, on the files of routes.json")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    groups: list[list[dict]] = []
+    if args.remeasure:
+        old = json.loads((out / "routes.json").read_text())["rows"]
+        for key in dict.fromkeys((r["model"], r["precision"]) for r in old):
+            group = [r for r in old if (r["model"], r["precision"]) == key]
+            for r in group:  # rows of an older run name no path: the cell's folder holds the file
+                r.setdefault("path", str(out / "work" / f"{r['model']}-{r['precision']}-{r['route']}" /
+                                         f"{r['model']}_{r['precision']}.tflite"))
+            groups.append(group)
+    else:
+        k = 0
+        for model in args.models.split(","):
+            for precision in args.precisions.split(","):
+                order = ROUTES[k % 3:] + ROUTES[:k % 3]
+                k += 1
+                cells = []
+                for route in order:
+                    r = cell(model, precision, route, out, args.timeout)
+                    cells.append(r)
+                    print(f"{model:13s} {precision:5s} {route:12s} {r['status']:11s} convert {r.get('convert_s') or 0:7.1f} s "
+                          f"peak {r.get('peak_mb') or 0:6.0f} MB  cos {r.get('cosine')}  "
+                          f"{'' if r['status'] == 'ok' else (r.get('reason') or '')[:120]}", flush=True)
+                groups.append(cells)
+                (out / "routes.json").write_text(json.dumps({"rows": [c for g in groups for c in g]}, indent=2))
     rows: list[dict] = []
     winners: list[dict] = []
-    k = 0
-    for model in args.models.split(","):
-        for precision in args.precisions.split(","):
-            order = ROUTES[k % 3:] + ROUTES[:k % 3]
-            k += 1
-            cells = []
-            for route in order:
-                r = cell(model, precision, route, out, args.timeout)
-                cells.append(r)
-                print(f"{model:13s} {precision:5s} {route:12s} {r['status']:11s} convert {r.get('convert_s') or 0:7.1f} s "
-                      f"peak {r.get('peak_mb') or 0:6.0f} MB  p50 {r.get('p50_ms') or 0:8.2f} ms  cos {r.get('cosine')}  "
-                      f"{'' if r['status'] == 'ok' else (r.get('reason') or '')[:120]}", flush=True)
-            rows += cells
-            base = next((c for c in cells if c["route"] == "tf-direct" and c["status"] == "ok"), None)
-            for c in cells:
-                if base and c["status"] == "ok":
-                    c["convert_vs_tf_direct"] = round(c["convert_s"] / base["convert_s"], 2) if base["convert_s"] else None
-                    c["p50_vs_tf_direct"] = round(c["p50_ms"] / base["p50_ms"], 3) if base.get("p50_ms") else None
-                    c["peak_vs_tf_direct"] = round(c["peak_mb"] / base["peak_mb"], 2) if base.get("peak_mb") else None
-            w, why = winner(cells)
-            winners.append({"model": model, "precision": precision, "winner": w, "why": why})
-            (out / "routes.json").write_text(json.dumps({"rows": rows, "winners": winners}, indent=2))  # partial
+    for cells in groups:
+        model, precision = cells[0]["model"], cells[0]["precision"]
+        measure_group(cells)
+        for c in cells:
+            if c.get("p50_ms"):
+                print(f"{model:13s} {precision:5s} {c['route']:12s} p50 {c['p50_ms']:8.2f} ms rounds {c['round_p50_ms']}"
+                      f"{' NOISY' if c.get('noisy') else ''}", flush=True)
+        rows += cells
+        base = next((c for c in cells if c["route"] == "tf-direct" and c["status"] == "ok"), None)
+        for c in cells:
+            if base and c["status"] == "ok":
+                c["convert_vs_tf_direct"] = round(c["convert_s"] / base["convert_s"], 2) if base["convert_s"] else None
+                c["p50_vs_tf_direct"] = round(c["p50_ms"] / base["p50_ms"], 3) if base.get("p50_ms") else None
+                c["peak_vs_tf_direct"] = round(c["peak_mb"] / base["peak_mb"], 2) if base.get("peak_mb") else None
+        w, why = winner(cells)
+        winners.append({"model": model, "precision": precision, "winner": w, "why": why})
     result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cores": len(os.sched_getaffinity(0)),
               "toolchain": toolchain_versions(), "rule": __doc__.split("The winner")[1].split("Results:")[0].strip(),
               "rows": rows, "winners": winners}
