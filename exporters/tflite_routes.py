@@ -73,9 +73,12 @@ def onnx2tf_version() -> str:
 
 
 def calibration_pixels(calib) -> np.ndarray:
-    """Our calibration set (NCHW, ImageNet-normalized) as NHWC pixels in 0..1, as onnx2tf reads it."""
+    """Our calibration set (NCHW, already normalized) as the NHWC "pixels" onnx2tf reads and then
+    normalizes with MEAN / STD: x * STD + MEAN, so that its normalization gives our inputs back
+    exactly (not clipped to 0..1: a model with other preprocessing, such as an ssd.pytorch file's
+    BGR mean subtraction, has inputs outside it)."""
     sample = calib if calib is not None and len(calib) else np.zeros((1, 3, 128, 128), np.float32)
-    return np.clip(sample.transpose(0, 2, 3, 1) * STD + MEAN, 0, 1).astype(np.float32)
+    return (sample.transpose(0, 2, 3, 1) * STD + MEAN).astype(np.float32)
 
 
 def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: bool, work: Path,

@@ -29,9 +29,20 @@ SAFE_SUFFIXES = {".safetensors"}
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "ema", "module")
 
 
+TORCH_METADATA_KEY = "_workbench_metadata"  # a .pth we write: {str: str} beside the tensors
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The string metadata of a .safetensors file ({} for other formats or unreadable headers)."""
+    """The string metadata of a weights file: a .safetensors header's, or the ``_workbench_metadata``
+    entry of a .pth we wrote ({} when there is none or the file is unreadable)."""
     p = Path(path)
+    if p.suffix.lower() in TORCH_SUFFIXES:
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            return {}
+        meta = obj.get(TORCH_METADATA_KEY) if isinstance(obj, dict) else None
+        return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
     if p.suffix.lower() not in SAFE_SUFFIXES:
         return {}
     try:

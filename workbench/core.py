@@ -18,15 +18,21 @@ from .modelinfo import info_of, set_info
 
 
 def load_model(name: str, *, weights: str | os.PathLike | None = None, num_classes: int | None = None,
-               input_size: int | None = None, deploy: bool | None = None) -> nn.Module:
+               input_size: int | None = None, deploy: bool | None = None, decode: str | None = None) -> nn.Module:
     """Build ``name`` and load ``weights`` into it.
 
     The class count defaults to the file's (read from its head) and the form (train-time or
     deploy) to the file's layout, so official deploy files load without extra flags.
     """
     if weights is None:
-        return create_model(name, num_classes=num_classes, input_size=input_size, deploy=bool(deploy))
-    sd = to_native_layout(read_state_dict(weights))
+        model = create_model(name, num_classes=num_classes, input_size=input_size, deploy=bool(deploy))
+        if decode and hasattr(model, "decode_config"):
+            from .models.ssd import forced
+
+            model.decode_config, model.decode_note = forced(decode, model.cfg.priors), f"forced to {decode} (--decode)"
+        return model
+    raw_sd = read_state_dict(weights)
+    sd = to_native_layout(raw_sd)
 
     pruned = read_metadata(weights).get(PRUNED_MARKER) == "1"
     file_classes = infer_num_classes(sd)
@@ -38,10 +44,33 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None, num_class
     if pruned:  # channel-pruned: take the layer shapes from the file
         adapt_to_state_dict(model, sd)
     apply_state_dict(model, sd, source=Path(weights).name)
+    if hasattr(model, "decode_config"):
+        set_decode(model, weights, raw_sd, decode)
     if deploy and not is_deploy(model):
         model = reparameterize_model(model, inplace=True)
     set_info(model, weights=str(weights))
     return model
+
+
+def set_decode(model, weights, sd: dict, force: str | None = None) -> None:
+    """The SSD decode configuration of a weights file: the one stored in its metadata (written by
+    us), else the one its layout pins (torchvision, ssd.pytorch VOC / COCO), else ours. ``force``
+    applies a layout's rules instead. ``model.decode_note`` says which and why."""
+    import json
+
+    from .checkpoints import detect_layout, read_metadata
+    from .models.ssd import DecodeConfig, decode_config_for, forced
+
+    raw = read_metadata(weights).get("workbench_decode")
+    info = model.model_info
+    if force:
+        cfg, note = forced(force, model.cfg.priors), f"forced to the {force} layout's rules (--decode {force})"
+    elif raw:
+        cfg, note = DecodeConfig.from_dict(json.loads(raw)), "stored in the weights' metadata"
+    else:
+        cfg, note = decode_config_for(info.name, model.cfg.priors, detect_layout(sd), info.num_classes)
+    model.decode_config = cfg
+    model.decode_note = note
 
 
 def model_summary(name: str, *, num_classes: int | None = None, input_size: int | None = None) -> dict:
@@ -126,6 +155,11 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     pruned = bool(info_of(model).pruned)
+    meta = {"workbench_pruned": "1"} if pruned else {}
+    if hasattr(model, "decode_config"):  # an SSD is only right decoded the way it was trained: say how
+        import json
+
+        meta["workbench_decode"] = json.dumps(model.decode_config.to_dict())
     if pruned and p.suffix.lower() != ".safetensors":
         raise CheckpointError(f"a channel-pruned model is saved as .safetensors (its shapes travel in the metadata); "
                               f"use {p.with_suffix('.safetensors').name}")
@@ -134,7 +168,7 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
             from safetensors.torch import save_file
 
             try:
-                save_file(sd, str(tmp), metadata={"workbench_pruned": "1"} if pruned else None)
+                save_file(sd, str(tmp), metadata=meta or None)
             except Exception as e:  # safetensors words an OS error as its own exception: give it back as one
                 import re
 
@@ -143,7 +177,9 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
                     raise
                 raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(p)) from None
         elif p.suffix.lower() in (".pth", ".pt"):
-            torch.save(sd, str(tmp))
+            from .checkpoints import TORCH_METADATA_KEY
+
+            torch.save({**sd, TORCH_METADATA_KEY: meta} if meta else sd, str(tmp))
         else:
             raise CheckpointError(f"cannot write weights to {p.name}: use a .pth, .pt or .safetensors name")
         os.replace(tmp, p)

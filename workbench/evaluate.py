@@ -98,17 +98,14 @@ def score(task: str, outputs: list[np.ndarray], ds, priors=None, size: int | Non
 
 
 def evaluate_torch(model: torch.nn.Module, data: str, limit: int | None = None) -> dict:
-    from .data.preprocess import Preprocess
+    from .data.preprocess import for_model
 
     size, task = model.model_info.input_size, model.model_info.task
     ds = _load_eval(task, data, size, limit)
-    outs = torch_outputs(model, Preprocess(size)(ds.images))
-    priors = None
-    if task == "detection":
-        from .detection import default_boxes
-
-        priors = default_boxes(model.priors)
-    return {"runtime": "pytorch", "data": ds.manifest(), **score(task, outs, ds, priors, size)}
+    outs = torch_outputs(model, for_model(model, size)(ds.images))
+    priors = model.decode_config if task == "detection" else None  # boxes, coder and rules of its layout
+    extra = {"decode": priors.layout, "decode_source": getattr(model, "decode_note", "ours")} if priors else {}
+    return {"runtime": "pytorch", "data": ds.manifest(), **score(task, outs, ds, priors, size), **extra}
 
 
 def paired_agreement(task: str, ref: list[np.ndarray], other: list[np.ndarray], priors=None) -> dict:
@@ -172,7 +169,8 @@ def _stamped_metadata(p) -> dict:
 
 
 def evaluate_target(target: str, data: str, *, weights: str | None = None, num_classes: int | None = None,
-                    input_size: int | None = None, limit: int | None = None, threads: int = 2) -> dict:
+                    input_size: int | None = None, limit: int | None = None, threads: int = 2,
+                    decode: str | None = None) -> dict:
     """``workbench eval``: a model name, an artifact file, or an export folder (every artifact
     runnable here, each with paired agreement against the PyTorch source on the same images)."""
     from pathlib import Path
@@ -187,7 +185,7 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
 
     p = Path(target)
     if not p.exists():  # a zoo model
-        model = load_model(target, weights=weights, num_classes=num_classes, input_size=input_size)
+        model = load_model(target, weights=weights, num_classes=num_classes, input_size=input_size, decode=decode)
         res = evaluate_torch(model, data, limit)
         n = len(res["data"]["classes"]) + (1 if info_of(model).task == "detection" else 0)
         return {"results": [{"target": target, **res}], "warnings": _class_warnings(n, info_of(model).num_classes)}
@@ -206,12 +204,14 @@ def evaluate_target(target: str, data: str, *, weights: str | None = None, num_c
     results = []
     ref = None
     if src.exists():
-        model = load_model(manifest["model"], weights=str(src), num_classes=manifest["num_classes"], input_size=size)
+        from .data.preprocess import for_model
+
+        model = load_model(manifest["model"], weights=str(src), num_classes=manifest["num_classes"], input_size=size,
+                           decode=decode)
+        x = for_model(model, size)(ds.images)  # the source's own preprocessing (an SSD layout's)
         ref = torch_outputs(model, x)
         if task == "detection":
-            from .detection import default_boxes
-
-            priors = default_boxes(model.priors)
+            priors = model.decode_config
         results.append({"target": "pytorch (export source)", "runtime": "pytorch", "data": ds.manifest(),
                         **score(task, ref, ds, priors, size)})
     for a in rows:

@@ -77,11 +77,11 @@ ProgressFn = Callable[[str, dict], None]
 def prepare_data(model: torch.nn.Module, opts: ExportOptions, work: Path) -> tuple[dict, dict, np.ndarray]:
     """Calibration images (user folder or the built-in calib split) and fidelity images (the
     built-in eval split: never the calibration images)."""
-    from .data.preprocess import Preprocess, image_folder_arrays
+    from .data.preprocess import for_model, image_folder_arrays
     from .data.synthetic import classification_images
 
     size = info_of(model).input_size
-    pre = Preprocess(size)
+    pre = for_model(model, size)  # an SSD from another project brings its own preprocessing
     if opts.calib_dir:
         imgs, used, skipped = image_folder_arrays(opts.calib_dir, size, opts.calib_count)
         calib_info = {"source": str(opts.calib_dir), "images": len(imgs), "skipped": skipped[:20],
@@ -165,11 +165,7 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
     calib_info, fid_info, fid_inputs = prepare_data(model, opts, work)
     ref = reference_outputs(model, fid_inputs)
     quant_job, quant_info = resolve_quant(model, opts, work, fid_inputs)
-    priors = None
-    if info.task == "detection":
-        from .detection import default_boxes
-
-        priors = default_boxes(model.priors)
+    priors = model.decode_config if info.task == "detection" else None  # its layout's boxes, coder and rules
 
     manifest = {
         "schema": MANIFEST_SCHEMA, "version": MANIFEST_VERSION,
@@ -178,6 +174,7 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
         "source": source_info, "calibration": calib_info, "fidelity_inputs": fid_info,
         "options": {k: v for k, v in opts.__dict__.items() if k != "gates"}, "gates": gates,
         "quantization": quant_info,
+        **({"decode": model.decode_config.to_dict()} if info.task == "detection" else {}),
         "toolchain": toolchain_versions(), "artifacts": [],
     }
     xd.write(manifest)

@@ -101,7 +101,7 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
     """Train ``name`` on ``data`` (see ``workbench.data.datasets``); returns a summary dict."""
     from .core import load_model, save_state_dict
     from .data.datasets import is_detection_spec, load_classification, load_detection
-    from .data.preprocess import Preprocess
+    from .data.preprocess import for_model
     from .evaluate import evaluate_torch
     from .registry import get_spec, resolve_input_size
 
@@ -128,7 +128,7 @@ def train(name: str, data: str, *, out: str | os.PathLike, input_size: int | Non
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose adamw or sgd")
-    pre = Preprocess(size)
+    pre = for_model(model, size)  # fine-tuning another project's SSD keeps its preprocessing
     x_all = torch.from_numpy(pre(ds.images))
     steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
     total = steps_per_epoch * config.epochs

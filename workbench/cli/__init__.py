@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--input-size", type=int, metavar="S")
         s.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("info", help="params, MACs and output shapes of one model")
-    model_args(s, weights=False)
+    decode_help = ("SSD: decode with this layout's rules instead of the file's (ours, ssd.pytorch-voc, "
+                   "ssd.pytorch-coco, torchvision)")
+    s = sub.add_parser("info", help="params, MACs and output shapes of one model (SSD: its decode configuration)")
+    model_args(s)
+    s.add_argument("--decode", metavar="LAYOUT", help=decode_help)
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("reparam", help="re-parameterize to the deploy form and write its weights")
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-size", type=int)
     s.add_argument("--limit", type=int, help="evaluate at most N images")
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--decode", metavar="LAYOUT", help=decode_help)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_eval)
 

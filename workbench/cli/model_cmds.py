@@ -34,6 +34,18 @@ def cmd_info(args) -> int:
     from ..api import model_summary
 
     info = model_summary(args.model, num_classes=args.num_classes, input_size=args.input_size)
+    if info["task"] == "detection":  # the decode configuration in use: from the file, its layout, or ours
+        from ..api import load_model
+
+        m = load_model(args.model, weights=args.weights, num_classes=args.num_classes, input_size=args.input_size,
+                       decode=args.decode)
+        info["decode"] = m.decode_config.summary()
+        info["decode_source"] = getattr(m, "decode_note", "ours (no weights given)")
+        if args.json:
+            info["decode_config"] = m.decode_config.to_dict()
+    elif args.weights or args.decode:
+        print("note: --weights/--decode change only a detection model's info; params and MACs are the zoo's",
+              file=sys.stderr)
     if args.json:
         _print_json(info)
     else:
@@ -169,7 +181,7 @@ def cmd_eval(args) -> int:
     from ..api import evaluate_target
 
     res = evaluate_target(args.target, args.data, weights=args.weights, num_classes=args.num_classes,
-                          input_size=args.input_size, limit=args.limit, threads=args.threads)
+                          input_size=args.input_size, limit=args.limit, threads=args.threads, decode=args.decode)
     if args.json:
         _print_json(res)
         return 0
@@ -186,7 +198,8 @@ def cmd_eval(args) -> int:
             print(f"{name}: top-1 {r['top1']:.3f} (95% CI {lo:.3f}-{hi:.3f}), top-{r['top5_k']} {r['top5']:.3f}, "
                   f"{r['images']} images{extra}")
         else:
-            print(f"{name}: mAP@0.5 {r['map50']:.3f}, mAP@[.5:.95] {r['map50_95']:.3f}, {r['images']} images")
+            print(f"{name}: mAP@0.5 {r['map50']:.3f}, mAP@[.5:.95] {r['map50_95']:.3f}, {r['images']} images"
+                  + (f"; decoded as {r['decode']}" if r.get("decode") else ""))
     return 0
 
 

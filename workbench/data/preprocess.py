@@ -1,4 +1,6 @@
-"""Per-model preprocessing is data: resize, then (x/255 - mean) / std, NCHW float32."""
+"""Per-model preprocessing is data: resize, channel order, then (x * pixel_scale - mean) / std,
+NCHW float32. Ours: RGB, (x/255 - ImageNet mean) / ImageNet std; an SSD checkpoint from another
+project brings its own (its decode configuration, ``workbench.models.ssd.DecodeConfig``)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -15,15 +17,29 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resize: str = "bilinear, direct to size x size"
+    pixel_scale: float = 1 / 255
+    channel_order: str = "RGB"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __call__(self, images_uint8: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 already at ``size`` -> (N, 3, size, size) float32 normalized."""
-        x = images_uint8.astype(np.float32) / 255.0
+        """(N, H, W, 3) RGB uint8 already at ``size`` -> (N, 3, size, size) float32 normalized."""
+        x = images_uint8.astype(np.float32)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        x = x * np.float32(self.pixel_scale)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def for_model(model, size: int) -> Preprocess:
+    """The preprocessing ``model`` expects: its decode configuration's (SSD) or ours."""
+    cfg = getattr(model, "decode_config", None)
+    if cfg is None:
+        return Preprocess(size)
+    return Preprocess(size, mean=tuple(cfg.mean), std=tuple(cfg.std), pixel_scale=cfg.pixel_scale,
+                      channel_order=cfg.channel_order)
 
 
 def load_image(path: Path, size: int) -> np.ndarray:

@@ -211,10 +211,10 @@ def sensitivity_on_data(model: nn.Module, data: str = "builtin", *, eval_limit: 
     class counts match (and ``use_labels``). The table records which data it saw."""
     from ..core import reparameterize
     from ..data.datasets import load_classification
-    from ..data.preprocess import Preprocess
+    from ..data.preprocess import for_model
 
     size = info_of(model).input_size
-    pre = Preprocess(size)
+    pre = for_model(model, size)
     builtin = data.startswith("builtin")
     calib = load_classification("builtin" if builtin else data, "calib" if builtin else "train", size, 64)
     ev = load_classification(data, "eval", size, eval_limit)
