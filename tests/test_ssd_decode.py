@@ -129,3 +129,18 @@ def test_info_and_eval_show_which_configuration_is_in_use(trained_ssd):
     bad = subprocess.run([sys.executable, "-m", "workbench.cli", "info", "ssd-tiny", "--decode", "yolo"],
                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env})
     assert bad.returncode != 0 and "unknown decode layout 'yolo'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_dashboard_shows_the_decode_configuration(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "reports"))
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "reports").mkdir()
+    at = AppTest.from_file(str(ROOT / "workbench" / "app" / "main.py"), default_timeout=180)
+    at.run()
+    at.selectbox(key="zoo-model").set_value("ssd-tiny").run()
+    at.button(key="zoo-use").click().run()
+    assert not at.exception
+    assert any("Decoding: ours: 1520 default boxes" in i.value for i in at.info), [i.value for i in at.info]

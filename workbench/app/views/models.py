@@ -54,5 +54,7 @@ if st.button("Use this model", type="primary", key="zoo-use"):
         st.success(f"{name} selected: {summary['params']:,} params ({summary['params_deploy']:,} deploy), "
                    f"{summary['macs'] / 1e9:.3f} GMACs; {model.model_info.num_classes} classes"
                    + (f"; weights {weights}" if weights else "; random init"))
+        if hasattr(model, "decode_config"):  # an SSD: how its outputs are decoded and its inputs prepared
+            st.info(f"Decoding: {model.decode_config.summary()} ({getattr(model, 'decode_note', 'ours: no weights given')})")
     except WorkbenchError as e:
         widgets.show_error(e)
