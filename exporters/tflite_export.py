@@ -178,7 +178,7 @@ class TFLiteFormat(Format):
             return options, None
         from .tflite_routes import auto_route
 
-        route, why = auto_route(info.family, precision)
+        route, why = auto_route(info.family, precision, options)
         # tf-direct keeps "auto" so that a graph it cannot map still falls back to onnx2tf
         return ({**options, "route": route} if route != "tf-direct" else options), why
 

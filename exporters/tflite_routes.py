@@ -36,15 +36,34 @@ ONNX2TF_FILES = {
 # The ``auto`` route per (model family, precision): the winners of the route table `make bench`
 # writes (scripts/bench_routes.py; reports/bench/routes.md; figures in the README). A family or
 # precision not listed takes tf-direct, the one route that makes every precision here.
-AUTO_ROUTES: dict[tuple[str, str], str] = {}
-AUTO_BASIS = "route table of 2026-11-25 (make bench, scripts/bench_routes.py)"
+# Every other (family, precision) was won by tf-direct: fp16 (the only CPU-runnable fp16-weight
+# file: onnx2tf's computes in fp16 and does not run on LiteRT's CPU kernels, litert-torch writes
+# none), int8 where the latencies tie and tf-direct converts faster or the others fail (resnet18,
+# mobilenet-v2, ssd300-vgg16, vgg16), int8-dynamic and int16x8 (not in the table: onnx2tf's
+# dynamic-range file does not load, litert-torch writes no int16x8).
+AUTO_ROUTES: dict[tuple[str, str], str] = {
+    ("repvgg", "fp32"): "onnx2tf",      # p50 tied within 5% (14.3 / 14.3 / 14.6 ms); converts in 4.9 s vs 8.0 / 11.9 s
+    ("repvgg", "int8"): "onnx2tf",      # tied (3.45 / 3.37 / 3.42 ms); 8.5 s vs 13.4 / 13.3 s
+    ("resnet", "fp32"): "onnx2tf",      # tied (19.4 / 19.3 / 18.8 ms); 7.1 s vs 8.7 / 12.2 s
+    ("mobilenet", "fp32"): "onnx2tf",   # tied (3.52 / 3.58 / 3.57 ms); 7.9 s vs 12.4 / 13.9 s
+    ("ssd", "fp32"): "onnx2tf",         # tied (318.8 / 316.9 / 317.6 ms); 12.2 s vs 14.1 / 17.3 s
+    ("vgg", "fp32"): "litert-torch",    # tied (167.0 / 166.5 / 166.3 ms); 25.8 s vs 31.2 s (tf-direct), 54.2 s (onnx2tf)
+}
+AUTO_BASIS = "route table of 2026-11-25: make bench, scripts/bench_routes.py; figures in the README"
 
 
-def auto_route(family: str, precision: str) -> tuple[str, str]:
-    """The route ``auto`` takes for a model family and precision, and why. A route whose
-    environment is missing here gives way to tf-direct (said in the note)."""
+def auto_route(family: str, precision: str, options: dict | None = None) -> tuple[str, str]:
+    """The route ``auto`` takes for a model family and precision, and why. Options only tf-direct
+    honours (keep-float layers, calibration methods) and litert-torch's int8 I/O keep tf-direct;
+    a route whose environment is missing here gives way to tf-direct (said in the note)."""
+    options = options or {}
     route = AUTO_ROUTES.get((family, precision), "tf-direct")
     why = f"auto route: {route} for {family or 'this model'} {precision} ({AUTO_BASIS})"
+    quant = options.get("quant") or {}
+    if route != "tf-direct" and (quant.get("keep_float") or quant.get("calib_method", "minmax") != "minmax"):
+        return "tf-direct", why + "; tf-direct instead: only it honours keep-float layers and calibration methods"
+    if route == "litert-torch" and precision == "int8" and not options.get("int8_io"):
+        return "tf-direct", why + "; tf-direct instead: litert-torch's int8 file has int8 I/O and float I/O was asked"
     if route == "onnx2tf" and not Path(os.environ.get("WORKBENCH_ONNX2TF") or ONNX2TF_ENV / "bin" / "onnx2tf").exists():
         return "tf-direct", why + "; onnx2tf's environment is missing here, so tf-direct (run make setup)"
     if route == "litert-torch" and litert_torch_version() == "not installed":
@@ -90,6 +109,7 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
     if key not in ONNX2TF_FILES:
         raise SkipCombination(f"onnx2tf writes no {precision} file")
     flag, produced = ONNX2TF_FILES[key]
+    onnx_path, out, work = onnx_path.resolve(), out.resolve(), work.resolve()  # onnx2tf runs in its own folder
     run_dir = work / f"onnx2tf-{key}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -118,7 +138,10 @@ def convert_onnx2tf(onnx_path: Path, out: Path, precision: str, calib, nchw: boo
     seconds = time.perf_counter() - t
     src = run_dir / "out" / produced.format(stem=onnx_path.stem)
     if rc != 0 or not src.exists():
-        tail = [ln for ln in (run_dir / "onnx2tf.log").read_text(errors="replace").splitlines() if ln.strip()][-1:]
+        import re
+
+        text = re.sub(r"\x1b\[[0-9;]*m", "", (run_dir / "onnx2tf.log").read_text(errors="replace"))
+        tail = [ln for ln in text.splitlines() if ln.strip()][-1:]
         raise ExportError(f"onnx2tf (exit {rc}) wrote no {src.name}: {tail[0][:200] if tail else 'no output'}; "
                           f"log: {run_dir / 'onnx2tf.log'}")
     shutil.copyfile(src, out)

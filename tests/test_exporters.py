@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -56,10 +57,14 @@ def test_fp32_matches_pytorch_tightly(tiny_export):
 
 
 def test_tflite_routes_and_gpu_readiness(tiny_export):
+    """auto takes the route table's winner per (family, precision), and says so in the row."""
+    from exporters.tflite_routes import AUTO_ROUTES
+
     rows = _rows(tiny_export[1])
     for prec in ("fp32", "fp16", "int8", "int8-dynamic"):
         r = rows[("tflite", prec)]
-        assert r["route"] == "tf-direct"
+        assert r["route"] == AUTO_ROUTES.get(("repvgg", prec), "tf-direct"), (prec, r["route"])
+        assert any(n.startswith(f"auto route: {r['route']} for repvgg {prec}") for n in r["notes"]), r["notes"]
         g = r["gpu_delegate"]
         assert g["total_ops"] == g["delegated_ops"] + g["fallback_ops"] > 0
         assert g["latency"].startswith("not measured")
@@ -197,3 +202,22 @@ def test_coreml_image_input(tmp_path):
     assert r["status"] == "ok" and any("ImageType" in n for n in r["notes"])
     spec = ct.models.MLModel(r["path"], skip_model_load=True).get_spec()
     assert spec.description.input[0].type.WhichOneof("Type") == "imageType"
+
+
+def test_auto_route_gives_way_for_options_only_tf_direct_honours():
+    from exporters.tflite_routes import auto_route
+
+    assert auto_route("repvgg", "fp16")[0] == "tf-direct"
+    assert auto_route("qarepvgg", "fp32")[0] == "tf-direct"  # a family the table did not measure
+    route, why = auto_route("repvgg", "int8", {"quant": {"keep_float": ["stage0"]}})
+    assert route == "tf-direct" and "keep-float" in why
+
+
+def test_every_tflite_route_works_from_a_relative_output_folder(tmp_path, monkeypatch):
+    """The demo writes to reports/demo: a relative path. onnx2tf runs in a folder of its own, so
+    every path handed to it must be absolute (a relative one failed there before)."""
+    monkeypatch.chdir(tmp_path)
+    for route in ("onnx2tf", "litert-torch"):
+        opts = ExportOptions(formats=("tflite",), precisions=("fp32",), route=route, calib_count=2, fidelity_count=2)
+        r = export_model("repvgg-tiny", out_dir=Path("rel") / route, options=opts)["artifacts"][0]
+        assert r["status"] == "ok" and r["route"] == route, r["reason"]
