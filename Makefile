@@ -14,14 +14,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 setup: $(STAMP) $(O2T_STAMP)
 
-# --no-compile: byte-code is written on first import instead (5 GB of packages, most never imported).
+#: byte-code is written on first import instead (5 GB of packages, most never imported).
 # The main environment: the package with its dev, ray and litert-torch extras, held to the
 # committed lock (envs/main.lock) so a fresh machine gets the same set; what was installed is
 # written to .venv/installed.lock and must pass pip check.
 $(STAMP): pyproject.toml envs/main.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --no-compile -c envs/main.lock -e '.[dev,ray,litert]'
+	$(BIN)/pip install --quiet -c envs/main.lock -e '.[dev,ray,litert]'
 	$(BIN)/pip check
 	@$(BIN)/pip freeze --exclude-editable | grep -v '^edge-workbench' > $(VENV)/installed.lock
 	@diff -q envs/main.lock $(VENV)/installed.lock >/dev/null || echo "note: installed set differs from envs/main.lock (diff envs/main.lock $(VENV)/installed.lock)"
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml envs/main.lock
 $(O2T_STAMP): envs/onnx2tf.lock scripts/python312.sh
 	@test -x $(O2T_VENV)/bin/python || "$$(scripts/python312.sh)" -m venv $(O2T_VENV)
 	$(O2T_VENV)/bin/pip install --quiet --upgrade pip
-	$(O2T_VENV)/bin/pip install --quiet --no-compile -r envs/onnx2tf.lock
+	$(O2T_VENV)/bin/pip install --quiet -r envs/onnx2tf.lock
 	$(O2T_VENV)/bin/pip check
 	@$(O2T_VENV)/bin/pip freeze > $(O2T_VENV)/installed.lock
 	@touch $(O2T_STAMP)
