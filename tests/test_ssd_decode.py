@@ -4,6 +4,7 @@ was trained with. Fixtures were made once by the source projects' own code
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,9 @@ def test_trained_ssd_reloads_to_the_same_map_and_another_layout_gives_another(tr
     from workbench.evaluate import evaluate_torch
 
     path, summary = trained_ssd
-    stored = json.loads(__import__("workbench.checkpoints", fromlist=["x"]).read_metadata(path)["workbench_decode"])
+    from workbench.checkpoints import read_metadata
+
+    stored = json.loads(read_metadata(path)["workbench_decode"])
     assert stored["layout"] == "ours"
     again = evaluate_torch(load_model("ssd-tiny", weights=path), "builtin-det", 100)
     assert again["decode"] == "ours" and again["map50"] == summary["eval"]["map50"] > 0
@@ -118,16 +121,16 @@ def test_info_and_eval_show_which_configuration_is_in_use(trained_ssd):
     path, _ = trained_ssd
     env = {"PYTHONPATH": str(ROOT)}
     info = subprocess.run([sys.executable, "-m", "workbench.cli", "info", "ssd-tiny", "--weights", str(path)],
-                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env})
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **env})
     assert info.returncode == 0, info.stderr
     assert "decode_source   stored in the weights' metadata" in info.stdout and "decode          ours:" in info.stdout
     forced = subprocess.run([sys.executable, "-m", "workbench.cli", "info", "ssd-tiny", "--weights", str(path),
                              "--decode", "torchvision", "--json"], capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, **env})
+                            env={**os.environ, **env})
     d = json.loads(forced.stdout)
     assert d["decode_config"]["layout"] == "torchvision" and "forced" in d["decode_source"]
     bad = subprocess.run([sys.executable, "-m", "workbench.cli", "info", "ssd-tiny", "--decode", "yolo"],
-                         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, **env})
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **env})
     assert bad.returncode != 0 and "unknown decode layout 'yolo'" in bad.stderr and "Traceback" not in bad.stderr
 
 
