@@ -7,12 +7,25 @@ STAMP  := $(VENV)/.installed
 # format's onnx2tf route runs its program from there
 O2T_VENV  := .venv-onnx2tf
 O2T_STAMP := $(O2T_VENV)/.installed
+# tflite-runtime 2.14 (the runtime on many boards) in its own small environment: it needs numpy 1.x,
+# the main one has numpy 2. Export loads every .tflite in it to prove which runtimes load the file.
+RT214_VENV  := .venv-tflite214
+RT214_STAMP := $(RT214_VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: setup demo test test-slow bench app clean lock
+.PHONY: setup demo test test-slow bench app clean lock vulkan
 
-setup: $(STAMP) $(O2T_STAMP)
+setup: $(STAMP) $(O2T_STAMP) $(RT214_STAMP) vulkan
+
+# Software Vulkan for LiteRT's GPU accelerator (installs as root with apt-get; else one line saying what to install)
+vulkan:
+	@bash scripts/install_vulkan.sh
+
+$(RT214_STAMP): envs/tflite214.lock
+	@test -x $(RT214_VENV)/bin/python || $(PYTHON) -m venv $(RT214_VENV)
+	$(RT214_VENV)/bin/pip install --quiet -r envs/tflite214.lock
+	@touch $(RT214_STAMP)
 
 #: byte-code is written on first import instead (5 GB of packages, most never imported).
 # The main environment: the package with its dev, ray and litert-torch extras, held to the
@@ -44,21 +57,22 @@ lock:
 	/tmp/ewb-lock/o2t/bin/pip install --quiet "onnx2tf==2.6.9" && /tmp/ewb-lock/o2t/bin/pip check
 	/tmp/ewb-lock/o2t/bin/pip freeze > envs/onnx2tf.lock
 
-demo: $(STAMP) $(O2T_STAMP)
+demo: $(STAMP) $(O2T_STAMP) $(RT214_STAMP) vulkan
 	$(BIN)/workbench demo
 
-test: $(STAMP) $(O2T_STAMP)
+test: $(STAMP) $(O2T_STAMP) $(RT214_STAMP) vulkan
 	$(BIN)/pytest
 
-test-slow: $(STAMP) $(O2T_STAMP)
+test-slow: $(STAMP) $(O2T_STAMP) $(RT214_STAMP) vulkan
 	$(BIN)/pytest -m slow
 
-bench: $(STAMP) $(O2T_STAMP)
+bench: $(STAMP) $(O2T_STAMP) $(RT214_STAMP) vulkan
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_routes.py
+	$(BIN)/python scripts/bench_gpu.py
 
-app: $(STAMP) $(O2T_STAMP)
+app: $(STAMP) $(O2T_STAMP) $(RT214_STAMP) vulkan
 	$(BIN)/workbench app
 
 clean:
-	rm -rf $(VENV) $(O2T_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(O2T_VENV) $(RT214_VENV) .pytest_cache build *.egg-info

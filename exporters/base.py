@@ -34,6 +34,8 @@ class Capability:
     not_runnable_reason: str = ""  # why not, when not runnable here
     # precision -> the arithmetic a device computes in (weight-only formats compute in float)
     compute_precision: dict = field(default_factory=dict)
+    # accelerators ``load`` can run an artifact on here, besides the CPU (TFLite: LiteRT's GPU accelerator)
+    accelerators: tuple[str, ...] = ("cpu",)
 
 
 class Format:
@@ -83,8 +85,16 @@ class Format:
         (deploy) torch model, loaded once and only when the conversion needs it."""
         raise NotImplementedError
 
-    def load(self, path: str | Path, *, threads: int = 2, options: dict | None = None) -> Runner:
+    def load(self, path: str | Path, *, threads: int = 2, options: dict | None = None,
+             accelerator: str = "cpu") -> Runner:
+        """A runner on ``accelerator`` (one of ``capability.accelerators``). A runner that knows more
+        than its outputs (the GPU run's device and placement) keeps it in its ``report`` dict."""
         raise SkipCombination(f"{self.name} artifacts cannot run on this host: {self.capability.not_runnable_reason}")
+
+    def check_accelerator(self, accelerator: str) -> None:
+        if accelerator not in self.capability.accelerators:
+            raise SkipCombination(f"{self.name} artifacts run here on {', '.join(self.capability.accelerators)}, "
+                                  f"not {accelerator}")
 
     def check_artifact(self, path: str | Path) -> None:
         """Refuse (raise ``ValueError`` with one line) a file that is unsafe to hand to a runtime."""

@@ -181,8 +181,9 @@ class OnnxFormat(Format):
     def check_artifact(self, path) -> None:
         check_external_data(path)
 
-    def load(self, path, *, threads: int = 2, options: dict | None = None):
+    def load(self, path, *, threads: int = 2, options: dict | None = None, accelerator: str = "cpu"):
         from .runtime import onnx_runner
 
+        self.check_accelerator(accelerator)
         self.check_artifact(path)
         return onnx_runner(str(path), threads)

@@ -139,6 +139,7 @@ class ConvertJob(_Record):
     options: dict = field(default_factory=dict)  # format options (nchw, int8_io, route, image_input, quant)
     inputs: str | None = None   # run mode: .npy of NCHW float32 inputs
     outputs: str | None = None  # run mode: .npz written with the outputs
+    accelerator: str = "cpu"  # run mode: which of the format's accelerators runs it (cpu | gpu)
 
 
 @dataclass
@@ -179,6 +180,8 @@ class ArtifactRecord(_Record):
     stages: list = field(default_factory=list)  # per-process time and peak memory
     failure: FailureKind | None = None
     engine: dict | None = None  # tensorrt: the engine built from the artifact, or why none was
+    gpu: dict | None = None  # tflite: the executed run on LiteRT's GPU accelerator (placement, fidelity, time)
+    runtime_compat: dict | None = None  # tflite: op versions, the oldest runtime that loads it, load checks
 
 
 _NESTED = {("ModelRef", "info"): ModelInfo, ("ConvertJob", "model"): ModelRef}

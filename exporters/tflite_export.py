@@ -78,11 +78,18 @@ def _variables_bytes(saved_dir: Path) -> int:
 
 
 def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw: bool, int8_io: bool,
-                        quant: dict | None = None) -> list[str]:
+                        quant: dict | None = None, compat: str | None = None) -> list[str]:
     tf = _quiet_tf()
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
     notes: list[str] = []
-    if precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES:
+    old_runtime = _compat_version(compat) is not None and _compat_version(compat) < (2, 15)
+    if precision == "int8-dynamic" and old_runtime:
+        # per-channel dynamic-range FULLY_CONNECTED is op version 12 (TFLite 2.17+); per-tensor is version 9
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+        notes.append(f"--compat {compat}: per-tensor weights in dense layers (FULLY_CONNECTED v9, not v12)")
+    if precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES and old_runtime:
+        notes.append(f"--compat {compat}: weights kept inside the flatbuffer (no buffer offsets; higher converter memory)")
+    elif precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES:
         conv._experimental_use_buffer_offset = True
         notes.append("weights stored after the flatbuffer (buffer offsets): load with TFLite/LiteRT >= 2.15")
     if precision == "fp16":
@@ -117,6 +124,28 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
         raise SkipCombination(f"tflite has no {precision} variant")
     out.write_bytes(conv.convert())
     return notes
+
+
+def _compat_version(compat: str | None) -> tuple[int, ...] | None:
+    if not compat:
+        return None
+    from .tflite_compat import parse_target, vtuple
+
+    return vtuple(parse_target(compat)[1])
+
+
+def check_compat(path: Path, compat: str | None, precision: str) -> str | None:
+    """With ``compat`` set: the file must load on that runtime; a one-line reason when it cannot."""
+    if not compat:
+        return None
+    from .tflite_compat import loads_in, parse_target, runtime_compat
+
+    c = runtime_compat(str(path), check=False)
+    ver = parse_target(compat)[1]
+    if loads_in(c, ver) is False:
+        return (f"cannot make a {precision} file that loads on {compat}: {c['deciding']} needs TFLite "
+                f"{c['oldest_runtime']}; drop --compat, pick another precision or route")
+    return None
 
 
 def _keep_float_nodes(tf, saved_dir: Path, layers: list[str]) -> list[str]:
@@ -165,13 +194,13 @@ SINGLE_STAGE_ROUTES = ("onnx2tf", "litert-torch")
 class TFLiteFormat(Format):
     capability = Capability(
         "tflite", ".tflite", ("fp32", "fp16", "int8-dynamic", "int8", "int16x8"),
-        ("nchw", "int8_io", "route", "quant", "keep_float"),
+        ("nchw", "int8_io", "route", "quant", "keep_float", "compat"),
         "LiteRT / TFLite interpreter (CPU XNNPACK here; GPU delegate, NNAPI on phones)", True,
         {"fp16": "fp16 weights, the GPU delegate's native precision (CPU dequantizes)",
          "int8-dynamic": "dynamic-range: int8 weights, float activations",
          "int8": "full integer with calibration; float I/O unless int8_io",
          "int16x8": "16-bit activations, 8-bit weights (accurate; no XNNPACK/GPU kernels: slow on CPU)"},
-        runtime="litert")
+        runtime="litert", accelerators=("cpu", "gpu"))
 
     def artifact_options(self, options: dict, info: ModelInfo, precision: str) -> tuple[dict, str | None]:
         if options.get("route", "auto") != "auto":
@@ -204,6 +233,15 @@ class TFLiteFormat(Format):
         return ConvertResult(extra={"graph_ops": counts})
 
     def convert(self, job: ConvertJob, load_model) -> ConvertResult:
+        result = self._convert(job, load_model)
+        why = check_compat(Path(job.out_path), job.options.get("compat"), job.precision)
+        if why:
+            raise ExportError(why)
+        if job.options.get("compat"):
+            result.notes.append(f"--compat {job.options['compat']}: op versions checked against it")
+        return result
+
+    def _convert(self, job: ConvertJob, load_model) -> ConvertResult:
         out = Path(job.out_path)
         work = Path(job.work_dir)
         options, precision = job.options, job.precision
@@ -222,7 +260,7 @@ class TFLiteFormat(Format):
             if not saved.exists():
                 extra["graph_ops"] = build_saved_model(load_model(), job.model.info, saved, nchw)
             notes = convert_saved_model(saved, out, precision, calib, nchw, bool(options.get("int8_io")),
-                                        options.get("quant"))
+                                        options.get("quant"), options.get("compat"))
             return ConvertResult(route="tf-direct", notes=notes, extra=extra)
         base = work / "base_fp32.onnx"
         if not base.exists():
@@ -235,15 +273,25 @@ class TFLiteFormat(Format):
                                          options.get("quant"))
         return ConvertResult(route="onnx2tf", notes=notes, extra={**extra, **figures})
 
-    def load(self, path, *, threads: int = 2, options: dict | None = None):
+    def load(self, path, *, threads: int = 2, options: dict | None = None, accelerator: str = "cpu"):
+        self.check_accelerator(accelerator)
+        nchw = bool((options or {}).get("nchw"))
+        if accelerator == "gpu":
+            from .litert_gpu import GpuUnavailable, gpu_runner
+
+            try:
+                return gpu_runner(str(path), nchw=nchw)
+            except GpuUnavailable as e:
+                raise SkipCombination(str(e)) from None
         from .runtime import tflite_runner
 
-        return tflite_runner(str(path), threads, nchw=bool((options or {}).get("nchw")))
+        return tflite_runner(str(path), threads, nchw=nchw)
 
     def inspect(self, path) -> dict:
         from .gpu_delegate import analyze
+        from .tflite_compat import runtime_compat
 
-        return {"gpu_delegate": analyze(str(path))}
+        return {"gpu_delegate": analyze(str(path)), "runtime_compat": runtime_compat(str(path))}
 
     def latency_warnings(self, path) -> list[str]:
         """Known slow paths worth a loud warning (measured here: INT16-activation INT8 runs ~40x slower)."""

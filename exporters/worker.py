@@ -6,7 +6,8 @@ a crash into a failed row. The model is loaded through the job's loader entry po
 (``module:function``), so this package imports no model code.
 
 Fault injection for tests: ``WORKBENCH_FAULT=crash:FORMAT:PRECISION`` (or ``hang:...``) makes
-the matching conversion abort or hang, so the isolation can be tested with real processes.
+the matching conversion abort or hang, so the isolation can be tested with real processes;
+``crash:run-gpu:FORMAT`` (or ``hang:``) does the same to an artifact's run on the GPU accelerator.
 """
 from __future__ import annotations
 
@@ -83,9 +84,16 @@ def prepare(job: ConvertJob) -> ConvertResult:
 
 def run(job: ConvertJob) -> ConvertResult:
     fmt = get_format(job.format)
-    runner = fmt.load(job.out_path, threads=job.threads, options=job.options)
+    if job.accelerator != "cpu":
+        _fault(f"run-{job.accelerator}", job.format)
+    try:
+        runner = fmt.load(job.out_path, threads=job.threads, options=job.options, accelerator=job.accelerator)
+    except SkipCombination as e:  # e.g. no GPU device here: not a failure of the artifact
+        return ConvertResult(status=Status.SKIPPED, reason=str(e))
     outs = runner(np.load(job.inputs))
     np.savez(job.outputs, *outs)
+    if job.accelerator != "cpu":
+        return ConvertResult(extra={"accelerator_run": getattr(runner, "report", {})})
     return ConvertResult(extra=fmt.inspect(job.out_path))
 
 

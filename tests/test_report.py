@@ -48,7 +48,8 @@ def test_run_json_validates_and_has_provenance(run_dir):
     assert prov["host"]["cores"] >= 1 and prov["toolchain"]["onnx2tf"] == "2.6.9"
     assert all(len(a["sha256"]) == 64 for a in on_disk["artifacts"] if a["status"] == "ok")
     assert on_disk["datasets"][0]["sha256"] and on_disk["models"][0]["params"] == 33594
-    bad = dict(on_disk, version=3)
+    assert on_disk["version"] == 3
+    bad = dict(on_disk, version=4)
     with pytest.raises(Exception):
         validate_run(bad)
 

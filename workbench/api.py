@@ -26,7 +26,7 @@ from .registry import list_models
 from .report.build import validate_run
 from .report.compare import compare_runs
 from .report.render import cells as report_cells
-from .report.render import pareto, write_reports
+from .report.render import gpu_text, pareto, runtime_text, write_reports
 from .studies.before_after import compare_before_after
 from .studies.int8_study import quant_study
 from .sweep import load_sweep, run_sweep, safe_name, sweep_to_toml
@@ -38,6 +38,6 @@ __all__ = [
     "save_state_dict", "zoo_table", "run_demo", "ConfigError", "WorkbenchError", "evaluate_target", "Plan",
     "execute", "ExportOptions", "export_model", "atomic_write_json", "allocate", "list_runs", "start", "status",
     "optimize_model", "Cancelled", "cancel_all", "sensitivity_on_data", "list_models", "validate_run", "compare_runs", "report_cells",
-    "pareto", "write_reports", "compare_before_after", "quant_study", "load_sweep", "run_sweep", "safe_name",
+    "pareto", "gpu_text", "runtime_text", "write_reports", "compare_before_after", "quant_study", "load_sweep", "run_sweep", "safe_name",
     "sweep_to_toml", "TrainConfig", "train",
 ]

@@ -20,13 +20,15 @@ from .proc import run_isolated, worker_env
 class ArtifactRunError(WorkbenchError):
     """The artifact could not run here (refused, crashed, hung); the message is the row's reason."""
 
-    def __init__(self, message: str, kind: FailureKind = FailureKind.ERROR):
+    def __init__(self, message: str, kind: FailureKind = FailureKind.ERROR, status: Status = Status.FAILED):
         super().__init__(message)
         self.kind = kind
+        self.status = status  # SKIPPED: the runtime said it cannot run here (e.g. no GPU device)
 
 
 def run_artifact(path: str | Path, fmt: str, inputs: np.ndarray, *, options: dict | None = None, threads: int = 2,
-                 timeout_s: float = 900.0, work: Path | None = None, tag: str = "artifact") -> tuple[list, dict]:
+                 timeout_s: float = 900.0, work: Path | None = None, tag: str = "artifact",
+                 accelerator: str = "cpu") -> tuple[list, dict]:
     """(outputs, what the format inspected: e.g. GPU-delegate placement). ``work``: keep the job,
     log and outputs there as ``TAG.run.*`` (an export keeps them for debugging); else a temp folder."""
     with (nullcontext(str(work)) if work else tempfile.TemporaryDirectory(prefix="wb-run-")) as d:
@@ -37,7 +39,8 @@ def run_artifact(path: str | Path, fmt: str, inputs: np.ndarray, *, options: dic
         result.unlink(missing_ok=True)
         job = ConvertJob(mode="run", format=fmt, precision="", out_path=str(path), work_dir=str(d),
                          result_path=str(result), model=ModelRef(ModelInfo(name="-"), "", ""), threads=threads,
-                         options=dict(options or {}), inputs=str(inp), outputs=str(d / f"{tag}.outputs.npz"))
+                         options=dict(options or {}), inputs=str(inp), outputs=str(d / f"{tag}.outputs.npz"),
+                         accelerator=accelerator)
         (d / f"{tag}.run.job.json").write_text(json.dumps(job.to_dict()))
         pr = run_isolated([sys.executable, "-m", "exporters.worker", str(d / f"{tag}.run.job.json")], timeout=timeout_s,
                           log_path=d / f"{tag}.run.log", env=worker_env())
@@ -53,6 +56,6 @@ def run_artifact(path: str | Path, fmt: str, inputs: np.ndarray, *, options: dic
             raise ArtifactRunError(f"{Path(path).name}: {pr.describe_failure().replace('worker', 'runtime process')}",
                                    kind)
         if res.status != Status.OK:
-            raise ArtifactRunError(f"{Path(path).name}: {res.reason}", res.failure or FailureKind.ERROR)
+            raise ArtifactRunError(f"{Path(path).name}: {res.reason}", res.failure or FailureKind.ERROR, res.status)
         with np.load(job.outputs) as z:
             return [z[f"arr_{i}"] for i in range(len(z.files))], res.extra

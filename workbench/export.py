@@ -43,6 +43,7 @@ class ExportOptions:
     # keep_float (layer names, 'first', 'last'), keep_worst (N most sensitive layers kept float)
     quant: dict = field(default_factory=dict)
     memory_limit_mb: int | None = None  # cap on each conversion process (address space); None = no cap
+    compat: str | None = None  # tflite: a runtime every file must load on, e.g. "tflite-runtime==2.14"
 
     def validate(self) -> "ExportOptions":
         for f in self.formats:
@@ -68,6 +69,13 @@ class ExportOptions:
         check_number("--threads", self.threads, "int", 1, 256)
         if self.memory_limit_mb is not None:
             check_number("--memory-limit", self.memory_limit_mb, "int", 256, 1 << 22)
+        if self.compat is not None:
+            from exporters.tflite_compat import parse_target
+
+            try:
+                parse_target(self.compat)
+            except ValueError as e:
+                raise ConfigError(f"--compat: {e}") from None
         return self
 
 
@@ -184,7 +192,8 @@ def export_model(name: str, *, out_dir: str | os.PathLike, weights: str | None =
         model=ModelRef(info=info, weights_path=str(src), loader=MODEL_LOADER), producer_version=producer_version(),
         out=xd.root, work=work, cache=cache, opts=opts,
         format_options={"nchw": opts.nchw, "int8_io": opts.int8_io, "route": opts.route,
-                        "image_input": opts.image_input, "quant": quant_job},
+                        "image_input": opts.image_input, "quant": quant_job,
+                        **({"compat": opts.compat} if opts.compat else {})},
         reference=ref, task=info.task, priors=priors, gates=gates, trained=weights is not None)
     plan = [(f, p) for f in opts.formats for p in opts.precisions]
     for idx, (fmt_name, precision) in enumerate(plan):

@@ -122,6 +122,7 @@ def check_fidelity(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord, job: 
         rec.status, rec.failure, rec.reason = Status.FAILED, e.kind, f"artifact could not run here: {e}"
         return rec
     rec.gpu_delegate = extra.get("gpu_delegate")
+    rec.runtime_compat = extra.get("runtime_compat")
     try:
         rec.fidelity = compare(ctx.reference, got, ctx.task, ctx.priors)
     except ValueError as e:
@@ -131,7 +132,40 @@ def check_fidelity(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord, job: 
     rec.gate = gate.to_dict()
     if gate.passed is False:
         rec.status, rec.reason = Status.FAILED, f"fidelity gate missed: {gate.reason}"
+    if "gpu" in fmt.capability.accelerators:
+        rec.gpu = check_gpu(ctx, fmt, rec, job, tag, got)
     return rec
+
+
+def check_gpu(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord, job: ConvertJob, tag: str, cpu_out: list) -> dict:
+    """The artifact on the format's GPU accelerator (its own process, its own timeout): placement,
+    device, fidelity against PyTorch and against the CPU run of the same file, and the time. A GPU
+    that is missing, refuses the file, crashes or hangs gives a GPU row saying so; the artifact's
+    own status (its CPU fidelity) is not touched."""
+    from .fidelity import compare, gpu_gate, gpu_rule_agreement
+
+    rules = rec.gpu_delegate
+    try:
+        got, extra = run_artifact(rec.path, fmt.name, np.load(ctx.work / "fidelity_inputs.npy"), options=job.options,
+                                  threads=job.threads, timeout_s=ctx.opts.timeout_s, work=ctx.work, tag=f"{tag}-gpu",
+                                  accelerator="gpu")
+    except ArtifactRunError as e:
+        status = "not available" if e.status == Status.SKIPPED else "failed"
+        return {"status": status, "reason": str(e).split(": ", 1)[-1] if status == "not available" else str(e),
+                "failure": e.kind.value if status == "failed" else None, "fully_accelerated": None,
+                "rules_agree": None}
+    run = dict(extra.get("accelerator_run") or {})
+    try:
+        run["fidelity"] = compare(ctx.reference, got, ctx.task, ctx.priors)
+        run["vs_cpu"] = compare(cpu_out, got, ctx.task, ctx.priors)
+    except ValueError as e:
+        return {**run, "status": "failed", "reason": f"GPU outputs do not match PyTorch's layout: {e}"}
+    run["gate"] = gpu_gate(rec.precision, run["fidelity"], ctx.trained)
+    run["gate_source"] = "workbench.fidelity.GPU_GATES (fp16 arithmetic; quantized files as on the CPU)"
+    run.update(gpu_rule_agreement(rules, run))
+    if run["gate"]["passed"] is False:
+        run["status"], run["reason"] = "gate missed", f"GPU fidelity gate missed: {run['gate']['reason']}"
+    return run
 
 
 def _read_result(path: Path) -> ConvertResult | None:

@@ -105,3 +105,35 @@ def apply_gate(precision: str, fidelity: dict, gates: dict, trained: bool) -> Ga
             failed.append(f"{key.replace('_max', '')} {value:.6g} vs {'<=' if key.endswith('_max') else '>='} {bound}"
                           if value is not None else f"{key} missing")
     return GateResult(not failed, checks, "; ".join(failed) if failed else "passed")
+
+
+# The GPU run computes in fp16 (LiteRT's GPU accelerator's default), whatever the file's precision,
+# and runs 8-bit files through dequantized weights: a float file is gated against PyTorch with a
+# bound suited to fp16 arithmetic; a quantized file like its CPU run (agreement, trained weights
+# only). The comparison with the CPU run of the same file is recorded, not gated: for an int8 file
+# the two compute differently by design (integer kernels vs float on dequantized weights).
+GPU_GATES = {"fp32": {"cosine": 0.999}, "fp16": {"cosine": 0.999}}
+
+
+def gpu_gate(precision: str, vs_pytorch: dict, trained: bool) -> dict:
+    rule = GPU_GATES.get(precision)
+    if rule is None:
+        if not trained or precision not in DEFAULT_GATES:
+            return {"passed": None, "checks": {}, "reason": "not applied: quantized file with random weights "
+                                                            "(pass --weights of a trained model)"}
+        rule = DEFAULT_GATES[precision]
+    r = apply_gate(precision, vs_pytorch, {precision: rule}, True)
+    return {**r.to_dict(), "rule": rule}
+
+
+def gpu_rule_agreement(rules: dict | None, run: dict) -> dict:
+    """Does the rule table (``exporters.gpu_delegate``) say what the executed GPU run did?"""
+    if not rules or run.get("fully_accelerated") is None:
+        return {"rules_agree": None}
+    said, did = set(rules.get("fallback_by_op") or {}), set(run.get("fallback_by_op") or {})
+    same = bool(rules.get("fully_delegated")) == bool(run["fully_accelerated"]) and said == did
+    out: dict = {"rules_agree": same}
+    if not same:
+        out["rules_disagreement"] = (f"rules: {'fully delegated' if rules.get('fully_delegated') else 'fallback ' + ', '.join(sorted(said))}; "
+                                     f"executed: {'fully accelerated' if run['fully_accelerated'] else 'fallback ' + ', '.join(sorted(did)) or 'some ops on the CPU'}")
+    return out

@@ -22,7 +22,7 @@ MODEL_KEYS = {"name", "weights", "num_classes", "input_size", "optimize", "label
 DATA_KEYS = {"calibration", "evaluation", "eval_limit", "calib_count"}
 LATENCY_KEYS = {"warmup", "warmup_seconds", "min_runs", "min_seconds", "repeats", "remote"}
 REMOTE_MODES = ("try", "estimate")  # measure a remote device when reachable (else estimate), or only estimate
-EXPORT_KEYS = {"timeout_s", "route", "fidelity_count", "memory_limit_mb"}
+EXPORT_KEYS = {"timeout_s", "route", "fidelity_count", "memory_limit_mb", "compat"}
 
 
 def _check_keys(where: str, got: dict, allowed: set) -> None:

@@ -77,6 +77,14 @@ def check_fields(name: str, doc: dict) -> None:
         from exporters.tflite_export import ROUTES
 
         check_string(f"{name}: export.route", export["route"], allowed=ROUTES)
+    if "compat" in export:
+        from exporters.tflite_compat import parse_target
+
+        check_string(f"{name}: export.compat", export["compat"])
+        try:
+            parse_target(export["compat"])
+        except ValueError as e:
+            raise ConfigError(f"{name}: export.compat: {e}") from None
     biggest = max((m.get("input_size") or 224 for m in doc.get("models", []) if isinstance(m, dict)), default=224)
     for k, default in (("calib_count", 64), ("eval_limit", None)):
         n = data.get(k, default)

@@ -22,7 +22,47 @@ def _context(artifact: Path) -> dict:
     row, manifest = artifact_context(str(artifact))
     return {"model": manifest["model"], "num_classes": manifest["num_classes"], "input_size": manifest["input_size"],
             "precision": row.get("precision") or "fp32", "format": row.get("format") or getattr(format_for_path(artifact), "name", None),
-            "int8_io": bool((row.get("validation") or {}).get("int8_io"))}
+            "int8_io": bool((row.get("validation") or {}).get("int8_io")), "gpu": row.get("gpu"),
+            "runtime_compat": row.get("runtime_compat")}
+
+
+def _runtime_check(stats: LatencyStats, ctx: dict, profile) -> LatencyStats:
+    """A profile that names its runtime (``runtime = "tflite-runtime==2.14"``): does this file load there?"""
+    if not profile.runtime or ctx.get("format") != "tflite":
+        return stats
+    from exporters.tflite_compat import verdict_for
+
+    v = verdict_for(ctx.get("runtime_compat"), profile.runtime)
+    stats.runtime_check = v
+    if v["loads"] is False:
+        stats.warnings.append(f"does not load on {profile.runtime}: {v['why']}; re-export with --compat {profile.runtime}")
+    return stats
+
+
+def _gpu_placement(ctx: dict, profile, est: dict) -> str | None:
+    """A GPU-delegate profile's estimate uses the executed placement on LiteRT's GPU accelerator.
+    Returns a reason when the GPU would take none of the file (no estimate then)."""
+    if "gpu" not in profile.delegates or ctx.get("format") != "tflite":
+        return None
+    g = ctx.get("gpu") or {}
+    basis = est["basis"]
+    if g.get("status") in ("ok", "gate missed") and g.get("fully_accelerated") is not None:
+        dev = (g.get("device") or {}).get("name", "?")
+        basis["placement"] = {"source": f"executed on LiteRT's GPU accelerator here (WebGPU, {dev}); Android's OpenCL "
+                                        "delegate shares its kernels but is not the same binary",
+                              "fully_accelerated": g["fully_accelerated"], "gpu_ops": g.get("gpu_ops"),
+                              "total_ops": g.get("total_ops"), "fallback_by_op": g.get("fallback_by_op")}
+        if g["fully_accelerated"]:
+            return None
+        if not g.get("gpu_ops"):
+            return (f"the GPU accelerator takes none of this file's ops (executed here on {dev}): it would run on the CPU; "
+                    "see the device's CPU profile")
+        basis["lower_bound"] = (f"{g.get('cpu_ops')} of {g.get('total_ops')} ops fall back to the CPU (executed placement): "
+                                "the estimate covers the GPU arithmetic only, not the CPU part or the GPU<->CPU copies")
+        return None
+    basis["placement"] = {"source": "rule table only (exporters.gpu_delegate): the GPU run did not happen here"
+                                    + (f" ({g.get('reason')})" if g.get("reason") else "")}
+    return None
 
 
 def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
@@ -32,6 +72,9 @@ def _estimate(ctx: dict, profile, threads: int, artifact: str) -> LatencyStats:
     compute = fmt.compute_precision(ctx["precision"]) if fmt else ctx["precision"]
     e = estimate_ms(ctx["model"], ctx["num_classes"], ctx["input_size"], ctx["precision"], profile, threads,
                     compute_precision=compute)
+    none_on_gpu = _gpu_placement(ctx, profile, e)
+    if none_on_gpu:
+        return not_runnable(artifact, profile, "estimate", none_on_gpu)
     v = e["estimate_ms"]
     return LatencyStats(device=profile.name, runner="estimate", threads=threads, init_ms=None, first_ms=None,
                         mean_ms=v, std_ms=None, min_ms=None, p50_ms=v, p90_ms=None, p99_ms=None, max_ms=None,
@@ -62,11 +105,20 @@ def estimate_artifact(artifact: str | Path, device: str) -> LatencyStats:
     ctx = _context(Path(artifact))
     if profile.runtimes and ctx["format"] not in profile.runtimes:
         return not_runnable(str(artifact), profile, "estimate", f"{profile.name} offers {', '.join(profile.runtimes)}, not {ctx['format']}")
-    return _estimate(ctx, profile, profile.resolved_threads(), str(artifact))
+    return _runtime_check(_estimate(ctx, profile, profile.resolved_threads(), str(artifact)), ctx, profile)
 
 
 def bench_artifact(artifact: str | Path, device: str, protocol: Protocol = Protocol(), *,
                    with_estimate: bool = True) -> LatencyStats:
+    stats = _bench_artifact(artifact, device, protocol, with_estimate=with_estimate)
+    try:
+        ctx = _context(Path(artifact))
+    except (ConfigError, ValueError, OSError, KeyError):
+        return stats
+    return _runtime_check(stats, ctx, get_profile(device))
+
+
+def _bench_artifact(artifact: str | Path, device: str, protocol: Protocol, *, with_estimate: bool) -> LatencyStats:
     profile = get_profile(device)
     threads = profile.resolved_threads()
     p = Path(artifact)

@@ -15,7 +15,7 @@ RUNNERS = ("local", "ssh", "adb", "estimate")
 RUNTIMES = ("tflite", "onnx", "pytorch", "coreml", "tensorrt")
 DELEGATES = ("xnnpack", "gpu", "nnapi", "hexagon", "coreml-ane", "coreml-gpu", "cpu", "cuda")
 TOP_FIELDS = {"name": str, "description": str, "runner": str, "threads": (int, str), "runtimes": list,
-              "delegates": list, "connection": dict, "compute": dict, "sources": dict, "notes": str}
+              "delegates": list, "runtime": str, "connection": dict, "compute": dict, "sources": dict, "notes": str}
 COMPUTE_FIELDS = ("fp32_gflops", "fp16_gflops", "int8_gops", "memory_bandwidth_gbs")
 CONNECTION_FIELDS = {
     "local": set(),
@@ -40,6 +40,7 @@ class DeviceProfile:
     path: str = ""
     estimate_only: bool = False
     extra: dict = field(default_factory=dict)
+    runtime: str = ""  # the TFLite runtime installed on the device, e.g. "tflite-runtime==2.14"
 
     def resolved_threads(self) -> int:
         import os
@@ -95,6 +96,13 @@ def parse_profile(path: Path) -> DeviceProfile:
         raise _err(path, "connection.host", "is missing (the ssh runner needs a host)")
     if doc["runner"] == "adb" and "benchmark_model" not in conn:
         raise _err(path, "connection.benchmark_model", "is missing (path to Android's benchmark_model binary)")
+    if "runtime" in doc:
+        from exporters.tflite_compat import parse_target
+
+        try:
+            parse_target(doc["runtime"])
+        except ValueError as e:
+            raise _err(path, "runtime", f"{e}") from None
     comp = doc.get("compute", {})
     for k, v in comp.items():
         if k not in COMPUTE_FIELDS:
@@ -106,7 +114,7 @@ def parse_profile(path: Path) -> DeviceProfile:
     return DeviceProfile(name=doc["name"], description=doc.get("description", ""), runner=doc["runner"],
                          threads=th, runtimes=tuple(doc.get("runtimes", [])), delegates=tuple(doc.get("delegates", [])),
                          connection=conn, compute=comp, sources=doc.get("sources", {}), notes=doc.get("notes", ""),
-                         path=str(path), estimate_only=doc["runner"] == "estimate")
+                         path=str(path), estimate_only=doc["runner"] == "estimate", runtime=doc.get("runtime", ""))
 
 
 def load_profiles(directory: Path | None = None) -> tuple[dict[str, DeviceProfile], dict[str, str]]:

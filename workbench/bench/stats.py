@@ -36,6 +36,7 @@ class LatencyStats:
     noisy: bool | None = None  # see workbench.bench.noise (None: not a measurement, e.g. an estimate)
     noise: dict | None = None  # the interference figures behind the flag
     retakes: int = 0
+    runtime_check: dict | None = None  # does the artifact load on the profile's named runtime (tflite_compat)
 
     def to_dict(self) -> dict:
         return asdict(self)

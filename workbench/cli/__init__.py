@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-input", action="store_true", help="CoreML: image input instead of a tensor")
     s.add_argument("--route", default="auto", choices=["auto", "tf-direct", "onnx2tf", "litert-torch"],
                    help="TFLite conversion route (default auto: the measured route table in the README)")
+    s.add_argument("--compat", metavar="RUNTIME", help="TFLite: make every file load on this runtime, e.g. "
+                   "tflite-runtime==2.14 (older op versions), or fail that row saying why it cannot")
     s.add_argument("--timeout", type=float, default=900, metavar="S", help="per conversion (default: %(default)s)")
     s.add_argument("--memory-limit", type=int, metavar="MB", help="cap each conversion process's memory; one that "
                    "exceeds it is recorded as out of memory and the others go on")

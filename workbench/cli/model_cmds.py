@@ -88,7 +88,7 @@ def cmd_export(args) -> int:
     opts = ExportOptions(formats=_csv(args.formats), precisions=_csv(args.precisions),
                          calib_dir=args.calib, calib_count=args.calib_count, reparam=not args.no_reparam,
                          nchw=args.nchw, int8_io=args.int8_io, route=args.route, timeout_s=args.timeout,
-                         memory_limit_mb=args.memory_limit,
+                         memory_limit_mb=args.memory_limit, compat=args.compat,
                          threads=args.threads, image_input=args.image_input).validate()
     console = Console(stderr=True, width=140)
     rows = []
@@ -131,8 +131,12 @@ def _row_line(r: dict) -> str:
         v = r.get("validation") or {}
         snr = v.get("weight_snr_db")
         fid = "not runnable here (needs macOS)" + (f"; weight SNR {snr:.1f} dB" if snr is not None else "")
+    from ..api import gpu_text, runtime_text
+
     gpu = r.get("gpu_delegate")
-    g = f"; GPU delegate {gpu['delegated_ops']}/{gpu['total_ops']} ops" if gpu else ""
+    g = f"; GPU rules {gpu['delegated_ops']}/{gpu['total_ops']} ops" if gpu else ""
+    if r.get("gpu"):
+        g += f"\n{'':7s} {'':13s} GPU accelerator: {gpu_text(r)}; oldest runtime {runtime_text(r)}"
     line = (f"[green]{head} ok[/] {r['size_bytes'] / 1e6:8.2f} MB {r['export_seconds']:6.1f} s "
             f"{r['peak_rss_mb']:7.0f} MB peak [{r['route']}] {fid}{g}")
     eng = r.get("engine")

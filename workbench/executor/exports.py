@@ -30,6 +30,7 @@ def export_key(m: dict, reparam: bool, sweep: Plan) -> str:
                  "num_classes": m.get("num_classes"), "input_size": m.get("input_size"), "reparam": reparam,
                  "calibration": sweep.data.get("calibration", "builtin"), "calib_count": sweep.data.get("calib_count", 64),
                  "export": sweep.export, "quantization": sweep.quantization, "toolchain": toolchain_versions(),
+                 "record": 3,  # manifest rows with the GPU run and runtime compatibility (run.json v3)
                  **({"gates": sweep.gates} if sweep.gates else {})})[:20]
 
 
@@ -106,7 +107,7 @@ def _fill(d: Path, m: dict, reparam: bool, sweep: Plan, say) -> dict:
                              calib_dir=None if calib == "builtin" else calib, calib_count=sweep.data.get("calib_count", 64),
                              fidelity_count=sweep.export.get("fidelity_count", 16), reparam=reparam,
                              route=sweep.export.get("route", "auto"), timeout_s=sweep.export.get("timeout_s", 900),
-                             memory_limit_mb=sweep.export.get("memory_limit_mb"),
+                             memory_limit_mb=sweep.export.get("memory_limit_mb"), compat=sweep.export.get("compat"),
                              quant=sweep.quantization, gates=sweep.gates)
         say("export", {"model": m["name"], "reparam": reparam, "combos": len(missing)})
         state = {"merged": merged}

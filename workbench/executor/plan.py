@@ -16,7 +16,7 @@ class Plan:
     reparam: list[bool] = field(default_factory=lambda: [True])
     data: dict = field(default_factory=dict)       # calibration, evaluation, eval_limit, calib_count
     latency: dict = field(default_factory=dict)    # the protocol, plus remote = "try" | "estimate"
-    export: dict = field(default_factory=dict)     # timeout_s, route, fidelity_count, memory_limit_mb
+    export: dict = field(default_factory=dict)     # timeout_s, route, fidelity_count, memory_limit_mb, compat
     quantization: dict = field(default_factory=dict)
     gates: dict = field(default_factory=dict)      # fidelity gate overrides (in code only)
     path: str = ""

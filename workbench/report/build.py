@@ -14,7 +14,7 @@ from exporters.records import Status
 from ..hostinfo import cpu_model
 
 SCHEMA_PATH = Path(__file__).with_name("run.schema.json")
-RUN_VERSION = 2  # 2: latency rows carry noisy / noise / retakes (workbench.bench.noise)
+RUN_VERSION = 3  # 2: latency rows carry noisy / noise / retakes (workbench.bench.noise); 3: artifacts carry gpu, runtime_compat
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,7 +56,7 @@ def add_export(run: dict, manifest: dict, summary: dict, *, reparam: bool = True
     for a in manifest["artifacts"]:
         row = {k: a.get(k) for k in ("model", "format", "precision", "route", "path", "sha256", "size_bytes", "status",
                                      "reason", "export_seconds", "peak_rss_mb", "fidelity", "gate", "gpu_delegate",
-                                     "runnable_here", "validation", "engine")}
+                                     "runnable_here", "validation", "engine", "gpu", "runtime_compat")}
         row["reparam"] = reparam
         if a.get("cache"):  # a cached file that failed its check and was re-exported
             row["cache"] = a["cache"]

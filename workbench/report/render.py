@@ -12,7 +12,39 @@ from ..fsutil import atomic_write_text
 CSV_FIELDS = ["model", "reparam", "format", "precision", "device", "runner", "status", "reason", "estimated",
               "p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs", "threads",
               "size_bytes", "fidelity_cosine", "top1", "top1_ci_low", "top1_ci_high", "agreement", "route",
-              "gpu_delegated_ops", "gpu_total_ops", "noisy", "others_cpu_share", "probe_drift", "retakes"]
+              "gpu_delegated_ops", "gpu_total_ops", "noisy", "others_cpu_share", "probe_drift", "retakes",
+              "gpu_status", "gpu_fully_accelerated", "gpu_ops", "gpu_fallback_ops", "gpu_cosine", "gpu_vs_cpu_cosine",
+              "gpu_device", "gpu_rules_agree", "oldest_runtime", "runtime_loads"]
+
+
+def gpu_text(a: dict) -> str:
+    """The executed GPU run in one cell: delegated / fallback ops / GPU fidelity."""
+    g = a.get("gpu")
+    if not g:
+        return "n/a"
+    st = g.get("status")
+    if st == "not available":
+        return "not run: no GPU device here"
+    if st == "failed":
+        return f"failed: {g.get('reason')}"
+    fb = ", ".join(f"{k} x{v}" for k, v in (g.get("fallback_by_op") or {}).items())
+    ops = f"{g.get('gpu_ops')}/{g.get('total_ops')} ops"
+    cos = (g.get("fidelity") or {}).get("cosine")
+    head = "delegated" if g.get("fully_accelerated") else "PARTIAL"
+    return (f"{head} {ops}" + (f"; fallback {fb}" if fb else "") + (f"; cos {cos:.5f}" if cos is not None else "")
+            + ("; GATE MISSED" if st == "gate missed" else ""))
+
+
+def runtime_text(a: dict) -> str:
+    """The oldest runtime that loads the file, and the 2.14 load check where it ran."""
+    c = a.get("runtime_compat")
+    if not c:
+        return "n/a"
+    s = f"TFLite {c['oldest_runtime']}" + ("+ (lower bound)" if c.get("lower_bound") else "")
+    chk = (c.get("checked") or {}).get("tflite-runtime 2.14.0")
+    if chk is not None:
+        s += "; 2.14: " + ("loads" if chk["loads"] else "REFUSED")
+    return s
 
 
 def _key(r: dict) -> tuple:
@@ -55,7 +87,18 @@ def _row(a: dict, acc: dict, lat: dict) -> dict:
             "top1_ci_low": ci[0], "top1_ci_high": ci[1], "agreement": (acc.get("vs_pytorch") or {}).get("agreement"),
             "route": a.get("route"), "gpu_delegated_ops": g.get("delegated_ops"), "gpu_total_ops": g.get("total_ops"),
             "noisy": lat.get("noisy"), "others_cpu_share": (lat.get("noise") or {}).get("others_share_max"),
-            "probe_drift": (lat.get("noise") or {}).get("probe_drift"), "retakes": lat.get("retakes")}
+            "probe_drift": (lat.get("noise") or {}).get("probe_drift"), "retakes": lat.get("retakes"),
+            **_gpu_fields(a), "runtime_loads": (lat.get("runtime_check") or {}).get("loads")}
+
+
+def _gpu_fields(a: dict) -> dict:
+    g = a.get("gpu") or {}
+    c = a.get("runtime_compat") or {}
+    return {"gpu_status": g.get("status"), "gpu_fully_accelerated": g.get("fully_accelerated"), "gpu_ops": g.get("gpu_ops"),
+            "gpu_fallback_ops": ", ".join(f"{k} x{v}" for k, v in (g.get("fallback_by_op") or {}).items()) or None,
+            "gpu_cosine": (g.get("fidelity") or {}).get("cosine"), "gpu_vs_cpu_cosine": (g.get("vs_cpu") or {}).get("cosine"),
+            "gpu_device": (g.get("device") or {}).get("name"), "gpu_rules_agree": g.get("rules_agree"),
+            "oldest_runtime": c.get("oldest_runtime")}
 
 
 def _rule(rows: list[dict]) -> str:
@@ -65,7 +108,14 @@ def _rule(rows: list[dict]) -> str:
 
 
 def kind_of(r: dict) -> str:
-    """How a latency row was obtained, in one word or two; a noisy measurement says so with its figures."""
+    """How a latency row was obtained, in one word or two; a noisy measurement says so with its figures;
+    a file that will not load on the profile's named runtime says that too."""
+    chk = r.get("runtime_check") or {}
+    base = _kind(r)
+    return base + (f"; does NOT load on {chk['runtime']}" if chk.get("loads") is False else "")
+
+
+def _kind(r: dict) -> str:
     if r.get("estimated"):
         return "est."
     if r.get("status", "ok") != "ok":
@@ -117,8 +167,9 @@ def markdown(run: dict) -> str:
          f"Created {run['created']}; host {prov['host']['cpu_model']} ({prov['host']['cores']} cores); "
          f"workbench {prov['workbench_version']}, commit {(prov.get('git_commit') or 'unknown')[:12]}.",
          "Latency marked **est.** is a roofline estimate from MACs, bytes and the profile's peak figures, not a measurement.", "",
-         "## Summary", "", "| model | format | precision | size MB | status | fidelity cos | top-1 (95% CI) | agreement |",
-         "|---|---|---|---|---|---|---|---|"]
+         "## Summary", "", "| model | format | precision | size MB | status | fidelity cos | top-1 (95% CI) | agreement | "
+         "GPU: delegated / fallback ops / GPU fidelity | oldest runtime |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for k, a in arts.items():
         ac = acc.get(k, {})
         ci = ac.get("top1_ci95")
@@ -126,7 +177,7 @@ def markdown(run: dict) -> str:
             f"mAP@.5 {ac['map50']:.3f}" if "map50" in ac else ("needs macOS" if a.get("runnable_here") is False else "-"))
         L.append(f"| {_label(a).rsplit(' ', 2)[0]} | {a['format']} | {a['precision']} | "
                  f"{_fmt((a.get('size_bytes') or 0) / 1e6, 2)} | {a['status']} | {_fmt((a.get('fidelity') or {}).get('cosine'), 6)} | "
-                 f"{top1} | {_fmt((ac.get('vs_pytorch') or {}).get('agreement'))} |")
+                 f"{top1} | {_fmt((ac.get('vs_pytorch') or {}).get('agreement'))} | {gpu_text(a)} | {runtime_text(a)} |")
     for ac in run["accuracy"]:
         if ac["runtime"] == "pytorch":
             ci = ac.get("top1_ci95")
@@ -160,12 +211,36 @@ def markdown(run: dict) -> str:
                      f"{b['macs'] / 1e9:.4f}G -> {a['macs'] / 1e9:.4f}G (-{o['macs_reduction']:.1%}) | "
                      f"{b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} | {b['file_gzip_bytes'] / 1e6:.2f} -> "
                      f"{a['file_gzip_bytes'] / 1e6:.2f} | {o.get('note') or ''} |")
-    L += ["", "## GPU-delegate readiness (static rule check; delegate latency not measured here)", "",
-          "| artifact | delegated / total ops | fallback ops |", "|---|---|---|"]
-    for a in run["artifacts"]:
-        g = a.get("gpu_delegate")
-        if g:
-            L.append(f"| {_label(a)} | {g['delegated_ops']} / {g['total_ops']} | {', '.join(f'{k} x{v}' for k, v in g['fallback_by_op'].items()) or 'none'} |")
+    gpu_rows = [a for a in run["artifacts"] if a.get("gpu") or a.get("gpu_delegate")]
+    if gpu_rows:
+        L += ["", "## LiteRT GPU accelerator (executed here) and the rule table", "",
+              "Each .tflite ran on LiteRT's GPU accelerator (WebGPU over Vulkan). On a software Vulkan device (llvmpipe) "
+              "placement and numerics are real and the time is not a device latency; Android's OpenCL GPU delegate shares "
+              "the kernels but is not the same binary.", "",
+              "| artifact | GPU run | device | GPU ops / total | fallback ops (refused) | cos vs PyTorch | cos vs CPU run | time | "
+              "rule table says | rules agree |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for a in gpu_rows:
+            g, r = a.get("gpu") or {}, a.get("gpu_delegate") or {}
+            t = g.get("time") or {}
+            rules = (f"{r['delegated_ops']} / {r['total_ops']}" + (f"; {', '.join(f'{k} x{v}' for k, v in r['fallback_by_op'].items())}"
+                                                                  if r.get("fallback_by_op") else "")) if r else "-"
+            L.append(f"| {_label(a)} | {g.get('status', '-')}{': ' + g['reason'] if g.get('reason') and g.get('status') != 'ok' else ''} | "
+                     f"{(g.get('device') or {}).get('name', '-')} | {_fmt(g.get('gpu_ops'))} / {_fmt(g.get('total_ops'))} | "
+                     f"{', '.join(f'{k} x{v}' for k, v in (g.get('fallback_by_op') or {}).items()) or ('none' if g.get('fully_accelerated') else '-')} | "
+                     f"{_fmt((g.get('fidelity') or {}).get('cosine'), 6)} | {_fmt((g.get('vs_cpu') or {}).get('cosine'), 6)} | "
+                     f"{(_fmt(t.get('p50_ms')) + ' ms (' + t.get('label', '') + ')') if t else '-'} | {rules} | "
+                     f"{'-' if g.get('rules_agree') is None else ('yes' if g['rules_agree'] else 'NO: ' + g.get('rules_disagreement', ''))} |")
+    compat = [a for a in run["artifacts"] if a.get("runtime_compat")]
+    if compat:
+        L += ["", "## Runtime compatibility (op versions)", "",
+              "| artifact | oldest runtime that loads it | deciding op | tflite-runtime 2.14 (loaded here) | converter's claim |",
+              "|---|---|---|---|---|"]
+        for a in compat:
+            c = a["runtime_compat"]
+            chk = (c.get("checked") or {}).get("tflite-runtime 2.14.0")
+            L.append(f"| {_label(a)} | TFLite {c['oldest_runtime']}{' or later (lower bound: ' + ', '.join(c['unknown_pairs']) + ')' if c.get('lower_bound') else ''} | "
+                     f"{c.get('deciding') or '-'} | {'-' if chk is None else ('loads' if chk['loads'] else 'refused: ' + str(chk['error']))} | "
+                     f"{c.get('converter_min_runtime') or '-'} |")
     engines = [a for a in run["artifacts"] if a.get("engine")]
     if engines:
         L += ["", "## TensorRT engines", "", "| artifact | engine | TensorRT | GPU | build s |", "|---|---|---|---|---|"]
@@ -183,6 +258,7 @@ def device_markdown(run: dict, dev: str) -> str:
     rows = sorted((r for r in run["latency"] if r.get("device") == dev),
                   key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
     first = next((r for r in rows if r.get("timed_scope")), {})
+    checks = [r for r in rows if r.get("runtime_check")]
     L = [f"# Latency on {dev}", "", f"Runner: {rows[0].get('runner') if rows else '-'}; threads: {rows[0].get('threads') if rows else '-'}.",
          f"Protocol: {first.get('timed_scope', '-')}; warm-up, then timed runs until a count and a time are reached, repeated.",
          "Rows marked est. are roofline estimates.", "",
@@ -196,6 +272,13 @@ def device_markdown(run: dict, dev: str) -> str:
         L.append(f"| {i} | {_label(r)} | " + " | ".join(_fmt(r.get(k)) for k in ("p50_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms",
                                                                                "min_ms", "max_ms", "runs", "init_ms", "first_ms",
                                                                                "peak_rss_mb")) + f" | {kind} |")
+    if checks:
+        rt = checks[0]["runtime_check"]["runtime"]
+        L += ["", f"## Does it load on {rt} (the runtime this profile names)?", "", "| artifact | loads | why |", "|---|---|---|"]
+        for r in checks:
+            c = r["runtime_check"]
+            L.append(f"| {_label(r)} | {'-' if c['loads'] is None else ('yes' if c['loads'] else '**NO**')} | {c['why']}"
+                     f"{' (measured)' if c.get('measured') else ''} |")
     return "\n".join(L) + "\n"
 
 
