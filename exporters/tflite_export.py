@@ -82,16 +82,17 @@ def convert_saved_model(saved_dir: Path, out: Path, precision: str, calib, nchw:
     tf = _quiet_tf()
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
     notes: list[str] = []
-    old_runtime = _compat_version(compat) is not None and _compat_version(compat) < (2, 15)
+    old_runtime = _compat_version(compat) is not None and _compat_version(compat) < (2, 17)
     if precision == "int8-dynamic" and old_runtime:
         # per-channel dynamic-range FULLY_CONNECTED is op version 12 (TFLite 2.17+); per-tensor is version 9
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
         notes.append(f"--compat {compat}: per-tensor weights in dense layers (FULLY_CONNECTED v9, not v12)")
-    if precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES and old_runtime:
+    before_offsets = _compat_version(compat) is not None and _compat_version(compat) < (2, 14)
+    if precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES and before_offsets:
         notes.append(f"--compat {compat}: weights kept inside the flatbuffer (no buffer offsets; higher converter memory)")
     elif precision in ("fp32", "fp16") and _variables_bytes(saved_dir) > BUFFER_OFFSET_BYTES:
         conv._experimental_use_buffer_offset = True
-        notes.append("weights stored after the flatbuffer (buffer offsets): load with TFLite/LiteRT >= 2.15")
+        notes.append("weights stored after the flatbuffer (buffer offsets): loads in tflite-runtime 2.14 and later")
     if precision == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]

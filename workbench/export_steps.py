@@ -160,12 +160,22 @@ def check_gpu(ctx: ArtifactContext, fmt: Format, rec: ArtifactRecord, job: Conve
         run["vs_cpu"] = compare(cpu_out, got, ctx.task, ctx.priors)
     except ValueError as e:
         return {**run, "status": "failed", "reason": f"GPU outputs do not match PyTorch's layout: {e}"}
-    run["gate"] = gpu_gate(rec.precision, run["fidelity"], ctx.trained)
+    run["gate"] = gpu_gate(rec.precision, run["fidelity"], ctx.trained, rec.fidelity)
     run["gate_source"] = "workbench.fidelity.GPU_GATES (fp16 arithmetic; quantized files as on the CPU)"
     run.update(gpu_rule_agreement(rules, run))
     if run["gate"]["passed"] is False:
-        run["status"], run["reason"] = "gate missed", f"GPU fidelity gate missed: {run['gate']['reason']}"
+        why = f"GPU fidelity gate missed: {run['gate']['reason']}"
+        if run.get("shader_errors"):  # e.g. llvmpipe's 128 MiB storage-buffer binding limit: zeros out, no error
+            why += f"; the Vulkan device reported: {run['shader_errors'][0]}"
+        peak = run["fidelity"].get("max_abs_output") or 0.0
+        if 0 < peak < FP16_MIN_NORMAL:
+            why += (f"; the model's outputs (max |output| {peak:.2g}) are below fp16's normal range, which the GPU's "
+                    "fp16 arithmetic flushes: judge it on trained weights")
+        run["status"], run["reason"] = "gate missed", why
     return run
+
+
+FP16_MIN_NORMAL = 6.104e-05
 
 
 def _read_result(path: Path) -> ConvertResult | None:

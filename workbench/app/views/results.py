@@ -1,5 +1,6 @@
-"""Results of one run: sortable tables, interactive charts, fidelity and GPU-delegate readiness per
-artifact, failures with reasons, downloads."""
+"""Results of one run: per-artifact summary (with the executed GPU run and the oldest runtime),
+sortable tables, interactive charts, fidelity and GPU placement per artifact, failures with
+reasons, downloads."""
 import io
 import json
 import zipfile
@@ -34,7 +35,7 @@ except Exception as e:  # a damaged run.json is shown, not a traceback
 import altair as alt  # noqa: E402  (heavy: only this page needs it)
 import pandas as pd  # noqa: E402
 
-from workbench.api import pareto, report_cells as cells  # noqa: E402
+from workbench.api import gpu_text, pareto, report_cells as cells, runtime_text  # noqa: E402
 
 rows = pd.DataFrame(cells(run))
 c = st.columns(4)
@@ -50,7 +51,23 @@ if noisy:
 st.caption(f"{run['name']} · started {run['created']} · finished {run.get('finished') or 'not yet'} · "
            f"host {(run['provenance'].get('host') or {}).get('cpu_model', '')}")
 
-tab_table, tab_charts, tab_fid, tab_fail, tab_dl = st.tabs(["Table", "Charts", "Fidelity & GPU delegate", "Failures",
+# one row per artifact, few columns: the GPU run and the oldest runtime are in view without scrolling
+per_art = [{"artifact": f"{a['model']} {a['format']} {a['precision']}{'' if a.get('reparam', True) else ' (train-time)'}",
+            "status": a["status"], "size MB": round((a.get("size_bytes") or 0) / 1e6, 2),
+            "cos vs PyTorch": (a.get("fidelity") or {}).get("cosine"),
+            "GPU: delegated / fallback ops / GPU fidelity": gpu_text(a), "oldest runtime": runtime_text(a)}
+           for a in run["artifacts"]]
+st.dataframe(per_art, hide_index=True, width="stretch",
+             column_config={"cos vs PyTorch": st.column_config.NumberColumn(format="%.6f"),
+                            "GPU: delegated / fallback ops / GPU fidelity": st.column_config.TextColumn(
+                                width="large", help="executed on LiteRT's GPU accelerator (WebGPU over Vulkan); "
+                                "on llvmpipe (software Vulkan) placement and numerics are real, the time is not a device "
+                                "latency. n/a: not a .tflite"),
+                            "oldest runtime": st.column_config.TextColumn(
+                                help="the oldest TFLite runtime whose op versions cover the file; 2.14: loaded in "
+                                "tflite-runtime 2.14 here")})
+
+tab_table, tab_charts, tab_fid, tab_fail, tab_dl = st.tabs(["Table", "Charts", "Fidelity & GPU", "Failures",
                                                              "Downloads"])
 with tab_table:
     st.dataframe(rows, hide_index=True, width="stretch",
@@ -108,14 +125,19 @@ with tab_fid:
     for a in run["artifacts"]:
         f = a.get("fidelity") or {}
         g = a.get("gpu_delegate") or {}
+        x = a.get("gpu") or {}
         fid.append({"model": a["model"], "deploy": a["reparam"], "format": a["format"], "precision": a["precision"],
                     "status": a["status"], "route": a.get("route"), "max |diff|": f.get("max_abs_diff"),
                     "cosine": f.get("cosine"), "PSNR (dB)": f.get("psnr_db"), "top-1 agreement": f.get("agreement"),
                     "gate": (a.get("gate") or {}).get("reason"),
-                    "GPU: fully delegated": g.get("fully_delegated"),
-                    "GPU ops delegated": f"{g.get('delegated_ops')}/{g.get('total_ops')}" if g else None,
-                    "GPU fallbacks": ", ".join(f"{k} x{v}" for k, v in (g.get("fallback_by_op") or {}).items()) if g else None,
-                    "reason": a.get("reason")})
+                    "GPU run": x.get("status"), "GPU device": (x.get("device") or {}).get("name"),
+                    "GPU: fully accelerated": x.get("fully_accelerated"),
+                    "GPU ops": f"{x.get('gpu_ops')}/{x.get('total_ops')}" if x.get("total_ops") else None,
+                    "GPU fallbacks": ", ".join(f"{k} x{v}" for k, v in (x.get("fallback_by_op") or {}).items()) or None,
+                    "GPU cos": (x.get("fidelity") or {}).get("cosine"),
+                    "GPU time (ms)": (x.get("time") or {}).get("p50_ms"), "GPU time is": (x.get("time") or {}).get("label"),
+                    "rule table": (f"{g.get('delegated_ops')}/{g.get('total_ops')}" if g else None),
+                    "rules agree": x.get("rules_agree"), "reason": a.get("reason") or x.get("reason")})
     st.dataframe(fid, hide_index=True, width="stretch")
 
 with tab_fail:
