@@ -114,7 +114,7 @@ def analyze(path: str) -> dict:
         "quantized_model": quantized,
         "note": ("8-bit model: the delegate runs it through dequantized weights (fp16/fp32 on the GPU)"
                  if quantized else "float model: the delegate computes in fp16 by default"),
-        "latency": "not measured (no GPU delegate on this host; measure on a device with the adb runner)",
+        "latency": "not measured by the rule table (the executed GPU run is the row's gpu; a phone: the adb runner)",
         "rules_source": RULES_SOURCE,
     }
 

@@ -177,7 +177,7 @@ def _wait(job_dir: Path, timeout: float = 300) -> dict:
     t0 = time.time()
     while time.time() - t0 < timeout:
         s = jobs.status(job_dir)
-        if s.get("state") in ("done", "failed", "died"):
+        if s.get("state") in ("done", "failed", "died", "cancelled"):
             return s
         time.sleep(1)
     raise AssertionError(f"run in {job_dir} did not finish: {jobs.status(job_dir)}")
@@ -185,13 +185,17 @@ def _wait(job_dir: Path, timeout: float = 300) -> dict:
 
 def _start_from_page(at: AppTest, *, model="repvgg-tiny", precisions=("fp32",), evaluation="builtin", eval_n=20):
     at.multiselect(key="run-models").set_value([model])
-    at.number_input(key="run-size").set_value(48)
+    at.text_input(key="run-size").set_value("48")
     at.multiselect(key="run-formats").set_value(["onnx"])
     at.multiselect(key="run-precisions").set_value(list(precisions))
     at.text_input(key="run-eval").set_value(evaluation)
-    at.number_input(key="run-eval-n").set_value(eval_n)
-    at.number_input(key="run-calib-n").set_value(8)
-    at.button[0].click()  # the form's submit button
+    at.text_input(key="run-eval-n").set_value(str(eval_n))
+    at.text_input(key="run-calib-n").set_value("8")
+    return _click(at, "Start run")
+
+
+def _click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click()
     return at.run()
 
 
@@ -199,13 +203,76 @@ def test_run_page_errors_in_place(env, tmp_path_factory):
     at = app("views/run.py")
     assert_clean(at)
     at.multiselect(key="run-models").set_value([])
-    at.button[0].click()
-    at.run()
+    _click(at, "Start run")
     assert any("choose at least one model" in e for e in texts(at.error))
     outside = tmp_path_factory.mktemp("imgs")
     _start_from_page(at, evaluation=str(outside))
     assert any("outside the data folders" in e for e in texts(at.error))
     assert not [d for d in (env / "reports").iterdir() if (d / "job.json").exists()]  # nothing started
+
+
+def test_run_page_refuses_bad_input_before_any_work_and_lists_every_problem(env):
+    at = app("views/run.py")
+    empty = env / "data" / "empty"
+    (empty / "cat").mkdir(parents=True)
+    (empty / "cat" / "broken.jpg").write_bytes(b"not an image")
+    at.multiselect(key="run-models").set_value(["repvgg-tiny"])
+    at.text_input(key="run-size").set_value("7")
+    at.text_input(key="run-classes").set_value("abc")
+    at.text_input(key="run-eval").set_value(str(empty))
+    _click(at, "Start run")
+    errs = texts(at.error)
+    assert any("Input size must be a whole number from 16 to 2048, got 7" in e for e in errs), errs
+    assert any("Classes must be a whole number" in e for e in errs), errs
+    assert any("holds no readable images" in e for e in errs), errs
+    assert at.text_input(key="run-size").value == "7"  # the field keeps what was typed; nothing ran with another value
+    assert not [d for d in (env / "reports").iterdir() if d.is_dir()]  # no folder, no export started
+    # fixed, "Check plan" shows the plan and its time estimate, and still starts nothing
+    at.text_input(key="run-size").set_value("48")
+    at.text_input(key="run-classes").set_value("5")
+    at.text_input(key="run-eval").set_value("builtin")
+    at.multiselect(key="run-formats").set_value(["onnx", "coreml"])
+    at.multiselect(key="run-precisions").set_value(["fp32", "int8-dynamic"])
+    _click(at, "Check plan")
+    assert not at.error, texts(at.error)
+    plan = " ".join(texts(at.info))
+    assert "= **4 exports**" in plan and "Estimated time: **about" in plan and "coreml int8-dynamic" in plan, plan
+    assert not [d for d in (env / "reports").iterdir() if d.is_dir()]
+
+
+def test_cancel_keeps_finished_cells_and_results_say_cancelled(env):
+    from workbench.api import cancel, start, sweep_to_toml
+
+    doc = {"name": "slow", "formats": ["onnx"], "precisions": ["fp32", "int8"], "devices": ["host"],
+           "latency": {"warmup": 1, "warmup_seconds": 0.1, "min_runs": 5, "min_seconds": 4.0, "repeats": 2},
+           "data": {"calib_count": 8}, "models": [{"name": "repvgg-tiny", "num_classes": 5, "input_size": 32}]}
+    job = jobs.allocate(env / "reports", "slow")
+    start(job, sweep_to_toml(doc))
+    t0 = time.time()
+    while not list((job / "cells").glob("lat-*.json")) and time.time() - t0 < 240:
+        time.sleep(0.5)
+    assert list((job / "cells").glob("lat-*.json")), jobs.status(job)
+    s = cancel(job)
+    assert s["state"] == "cancelled"
+    assert not jobs._alive(s.get("pid"), s.get("create_time"))
+    run = json.loads((job / "run.json").read_text())
+    assert run["incomplete"]["state"] == "cancelled" and len(run["latency"]) == 1  # the finished cell is kept
+    # the lock went with the process: the same folder can be resumed
+    import fcntl
+
+    with open(job / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["run"] = job.name
+    at.run()
+    at.switch_page("views/run.py").run()
+    assert any("cancelled" in w for w in texts(at.warning)), texts(at.markdown)
+    # the form shows the run's own settings after a refresh (a new session)
+    assert at.text_input(key="run-size").value == "32" and at.multiselect(key="run-formats").value == ["onnx"]
+    assert at.text_input(key="run-name").value == "slow"
+    at.switch_page("views/results.py").run()
+    assert_clean(at)
+    assert any("This run was **cancelled**" in w for w in texts(at.warning))
 
 
 def test_run_page_starts_a_background_run_then_results_and_history(env):
@@ -226,10 +293,19 @@ def test_run_page_starts_a_background_run_then_results_and_history(env):
     # results
     at2.switch_page("views/results.py").run()
     assert_clean(at2)
-    table = at2.dataframe[0].value
+    frames = [d.value for d in at2.dataframe]
+    best = next(f for f in frames if "fastest" in f.columns)  # the summary comes first
+    assert list(best["device"]) == ["host"] and best["fastest"][0].startswith("repvgg-tiny onnx")
+    assert [m.value for m in at2.metric][:2] == ["1", "1"]
+    assert any("Random weights (repvgg-tiny)" in w for w in texts(at2.warning))
+    summary = next(f for f in frames if "artifact" in f.columns)  # one row per artifact: GPU run, oldest runtime
+    assert list(summary.columns) == ["artifact", "status", "size MB", "cos vs PyTorch",
+                                     "GPU: delegated / fallback ops / GPU fidelity", "oldest runtime"]
+    assert list(summary["artifact"]) == ["repvgg-tiny onnx fp32"]
+    assert list(summary["GPU: delegated / fallback ops / GPU fidelity"]) == ["n/a"]  # an .onnx has no GPU run
+    table = next(f for f in frames if "p50_ms" in f.columns)
     assert list(table["model"].unique()) == ["repvgg-tiny"] and (table["device"] == "host").all()
     assert table["p50_ms"].notna().all() and table["top1"].notna().all()
-    assert [m.value for m in at2.metric][:2] == ["1", "1"]
     # a second run, then history compares the two
     at3 = app("views/run.py")
     _start_from_page(at3, evaluation="none")

@@ -103,6 +103,43 @@ def zoo_table(pattern: str = "*", *, include_tiny: bool = True) -> list[dict]:
     return [model_summary(n) for n in list_models(pattern, include_tiny=include_tiny)]
 
 
+def zoo_cache_key() -> str:
+    """Changes whenever the zoo's figures could: the package version and the source of the model
+    builders, the registry and the counting code."""
+    import hashlib
+
+    import workbench
+
+    here = Path(__file__).parent
+    h = hashlib.sha256(workbench.__version__.encode())
+    for f in sorted([*(here / "models").glob("*.py"), here / "registry.py", here / "stats.py", here / "core.py"]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def zoo_table_cached(cache_dir: Path | None = None) -> tuple[list[dict], bool]:
+    """The whole zoo's figures, computed once per code version and kept on disk (the dashboard's
+    Models page opens in seconds after the first start). Returns (rows, came from the cache)."""
+    import json
+    import os
+
+    d = Path(cache_dir or os.environ.get("WORKBENCH_ZOO_CACHE") or Path.home() / ".cache" / "edge-workbench")
+    f = d / f"zoo-{zoo_cache_key()}.json"
+    try:
+        return json.loads(f.read_text()), True
+    except (OSError, ValueError):
+        pass
+    rows = zoo_table()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f".{os.getpid()}.part")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, f)
+    except OSError:
+        pass  # a read-only home: the page still works, it just counts again next start
+    return rows, False
+
+
 @dataclass
 class ReparamResult:
     model: nn.Module

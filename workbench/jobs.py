@@ -5,7 +5,7 @@ reading the run folder.
 A job folder is an ordinary run folder (``reports/<name>-<stamp>/``) plus:
 
 - ``sweep.toml``: the sweep the job runs (the same file ``workbench run`` takes);
-- ``job.json``: state (``queued``, ``running``, ``done``, ``failed``), pid, times, error;
+- ``job.json``: state (``queued``, ``running``, ``done``, ``failed``, ``cancelled``), pid, times, error;
 - ``progress.json``: the latest progress event (done/total/failed/eta, current cell);
 - ``log.txt``: the process's output.
 
@@ -144,10 +144,46 @@ def list_runs(root: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def cancel(out: str | os.PathLike, wait_s: float = 20.0) -> dict:
+    """Stop a running job: SIGTERM (running conversions are killed, cells already written stay, a
+    partial run.json is written), then SIGKILL of its process group if it does not stop in
+    ``wait_s``. The run folder's lock goes with the process. Returns the new status."""
+    import signal
+
+    out = Path(out)
+    s = status(out)
+    if s.get("state") not in ("queued", "running"):
+        raise ConfigError(f"{out.name} is not running (state: {s.get('state', 'unknown')}); nothing to cancel")
+    pid = s.get("pid")
+    if pid and _alive(pid, s.get("create_time")):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + wait_s
+        while time.time() < deadline and _alive(pid, s.get("create_time")):
+            time.sleep(0.2)
+        if _alive(pid, s.get("create_time")):
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the job started its own session: pgid == pid
+            except (ProcessLookupError, PermissionError):
+                pass
+    job = _read(out / JOB_FILE)
+    if job.get("state") != "cancelled":
+        job.update(state="cancelled", finished=_now(), error="cancelled from the dashboard")
+        atomic_write_json(out / JOB_FILE, job)
+    return status(out)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     import psutil
 
+    from .proc import cancel_all
     from .sweep import run_sweep
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
 
     out = Path((argv or sys.argv[1:])[0])
     me = psutil.Process()
@@ -167,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     resume = any((out / "cells").glob("*.json"))
     try:
         res = run_sweep(str(out / SWEEP_FILE), out, resume=resume, progress=progress)
+    except KeyboardInterrupt:  # a cancel: the partial run.json is written, the page shows "cancelled"
+        cancel_all()
+        job.update(state="cancelled", finished=_now(), error="cancelled; the cells finished before are kept")
+        atomic_write_json(out / JOB_FILE, job)
+        print("cancelled", flush=True)
+        return 130
     except Exception as e:  # recorded for the page; cells already written stay on disk
         job.update(state="failed", finished=_now(), error=f"{type(e).__name__}: {e}"[:500])
         atomic_write_json(out / JOB_FILE, job)

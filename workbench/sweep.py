@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -175,3 +176,59 @@ def sweep_to_toml(doc: dict) -> str:
         lines += ["", "[[models]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in m.items() if vv is not None]
     return "\n".join(lines) + "\n"
 
+
+
+def check_document(doc: dict) -> Plan:
+    """A sweep document (what the dashboard's form builds) checked exactly as a sweep file is,
+    before anything is allocated or started; raises one line naming the field."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="wb-check-") as d:
+        p = Path(d) / "sweep.toml"
+        p.write_text(sweep_to_toml(doc))
+        plan = load_sweep(p)
+    return replace(plan, path="", text="")
+
+
+def unsupported_combinations(plan: Plan) -> list[str]:
+    """(format, precision) pairs of the plan that the format does not offer: they become skipped rows."""
+    return [f"{f} {p}" for f in plan.formats for p in plan.precisions if not FORMATS[f].supports(p)[0]]
+
+
+def estimate_seconds(plan: Plan, runs_root: str | os.PathLike | None) -> dict:
+    """How long the plan should take here, from this host's recorded runs: the median export time of
+    recorded artifacts of the same format (any model when none of the same), and each local latency
+    cell's protocol time (warm-up + timed runs, repeated). Says what it is based on."""
+    import json
+    import statistics
+
+    secs: dict[str, list[float]] = {}
+    n_runs = 0
+    root = Path(runs_root) if runs_root else None
+    if root and root.is_dir():
+        for f in root.glob("*/run.json"):
+            try:
+                run = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            n_runs += 1
+            for a in run.get("artifacts", []):
+                if a.get("export_seconds"):
+                    secs.setdefault(a["format"], []).append(float(a["export_seconds"]))
+    every = [s for v in secs.values() for s in v]
+    per_fmt = {f: statistics.median(secs.get(f) or every or [20.0]) for f in plan.formats}
+    n = len(plan.models) * len(plan.reparam) * len(plan.precisions)
+    export_s = sum(per_fmt[f] * n for f in plan.formats)
+    from .bench.profiles import get_profile
+    from .bench.runners import Protocol
+
+    proto = Protocol(**plan.protocol())
+    lat = {"warmup_seconds": proto.warmup_seconds, "min_seconds": proto.min_seconds, "repeats": proto.repeats}
+    local = sum(1 for d in plan.devices if get_profile(d).runner == "local")
+    cell_s = (lat["warmup_seconds"] + lat["min_seconds"]) * lat["repeats"] + 2.0
+    runnable = len(plan.models) * len(plan.reparam) * len(plan.precisions) * sum(FORMATS[f].runs_here for f in plan.formats)
+    latency_s = runnable * local * cell_s
+    basis = (f"median export time per format of {len(every)} recorded artifacts in {n_runs} runs on this host"
+             if every else "no recorded runs on this host yet: 20 s per export assumed")
+    return {"total_s": export_s + latency_s, "export_s": export_s, "latency_s": latency_s, "basis": basis,
+            "per_export_s": per_fmt}

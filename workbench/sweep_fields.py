@@ -53,7 +53,31 @@ def check_data_source(where: str, value) -> str:
     p = Path(value)
     if not p.is_dir():
         raise ConfigError(f"{where} is {value!r}: neither 'builtin' nor an existing folder; pass an image folder")
+    probe_images(where, p)
     return value
+
+
+def probe_images(where: str, folder: Path, look_at: int = 200) -> None:
+    """Refuse, before any work, a data folder in which no image opens (the run would export every
+    artifact and then fail on the data). Looks at up to ``look_at`` image files."""
+    from PIL import Image
+
+    from .data.preprocess import IMAGE_SUFFIXES
+
+    seen = 0
+    for f in folder.rglob("*"):
+        if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+            continue
+        seen += 1
+        try:
+            with Image.open(f) as im:
+                im.verify()
+            return
+        except Exception:  # noqa: BLE001 - any unreadable file: look at the next
+            if seen >= look_at:
+                break
+    raise ConfigError(f"{where}: {folder} holds no readable images ({seen} image file(s) looked at, none opened); "
+                      "pass a folder of images (ImageFolder: ROOT/CLASS/IMAGE.jpg)")
 
 
 def check_fields(name: str, doc: dict) -> None:

@@ -5,7 +5,8 @@ import streamlit as st
 
 HERE = Path(__file__).parent
 
-st.set_page_config(page_title="Edge Workbench", page_icon=":material/memory:", layout="wide")
+# a local icon: a Material icon name makes the browser fetch its SVG from fonts.gstatic.com
+st.set_page_config(page_title="Edge Workbench", page_icon=str(HERE / "favicon.png"), layout="wide")
 
 pages = [
     st.Page(HERE / "views" / "models.py", title="Models", icon=":material/view_list:", default=True),

@@ -149,6 +149,24 @@ def _device_figures(devices: list[str]) -> dict:
     return out
 
 
+def _write_partial(run: dict, out: Path, cells, e: BaseException, write_report: bool) -> None:
+    """run.json (and the reports) of a run that stopped early: its exports and finished cells, marked
+    ``incomplete`` with why, so Results can show them."""
+    from ..report.build import write_run
+
+    state = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+    run["incomplete"] = {"state": state, "reason": (str(e) or type(e).__name__)[:500]}
+    run["sweep_stats"] = cells.stats
+    try:
+        write_run(run, out)
+        if write_report:
+            from ..report.render import write_reports
+
+            write_reports(run, out)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
+
+
 def _execute_locked(plan: Plan, out: Path, resume: bool, cache, say, executor, address, jobs, write_report) -> dict:
     from ..core import model_summary
     from ..evaluate import evaluate_target
@@ -165,46 +183,50 @@ def _execute_locked(plan: Plan, out: Path, resume: bool, cache, say, executor, a
     ok_rows = [a for man in exports.values() for a in man["artifacts"] if a["status"] == Status.OK]
     total = sum((1 if plan.data.get("evaluation") and a["runnable_here"] else 0) + len(plan.devices) for a in ok_rows)
     cells = _Cells(plan, out, resume, say, total)
-    cells.stats["export_seconds"] = export_seconds
-    t_cells = time.perf_counter()
-    # latency and accuracy cells run one at a time on this machine, so they never disturb each other
-    for mi, m in enumerate(plan.models):
-        for reparam in plan.reparam:
-            manifest = exports[(mi, reparam)]
-            cells.stats["exported_now"] += manifest["exported_now"]
-            label = m.get("label", m["name"])
-            if mi in opt_reports:  # figures of the optimized model, not the zoo's
-                after = opt_reports[mi]["after"]
-                summary = {"params": after["params"], "params_deploy": after["params"], "macs": after["macs"],
-                           "macs_deploy": after["macs"]}
-            else:
-                summary = model_summary(m["name"], num_classes=manifest["num_classes"], input_size=manifest["input_size"])
-            manifest = {**manifest, "model": label, "artifacts": [dict(a, model=label) for a in manifest["artifacts"]]}
-            add_export(run, manifest, summary, reparam=reparam)
-            if mi in opt_reports:
-                entry = next(x for x in run["models"] if x["model"] == label)
-                entry["optimize"] = {k: opt_reports[mi].get(k) for k in ("steps", "before", "after", "macs_reduction",
-                                                                          "params_reduction", "note")}
-                entry["base_model"] = m["name"]
-            for a in manifest["artifacts"]:
-                if a["status"] != Status.OK:
-                    continue
-                base = {"model": label, "reparam": reparam, "format": a["format"], "precision": a["precision"],
-                        "sha256": a["sha256"]}
-                if plan.data.get("evaluation") and a["runnable_here"]:
-                    cid = "acc-" + _sha({**base, "data": plan.data["evaluation"], "limit": plan.data.get("eval_limit")})[:20]
-                    c = cells.get(cid, "accuracy", base, lambda a=a: {"results": evaluate_target(
-                        a["path"], plan.data["evaluation"], limit=plan.data.get("eval_limit"))["results"]})
-                    first_pt = not any(r["model"] == label and r["runtime"] == "pytorch" and r.get("reparam", True) == reparam
-                                       for r in run["accuracy"])
-                    add_accuracy(run, label, [r for r in c["results"] if r.get("runtime") != "pytorch" or first_pt],
-                                 reparam=reparam)
-                for dev in plan.devices:
-                    cid = "lat-" + _sha({**base, "device": dev, "protocol": plan.latency})[:20]
-                    c = cells.get(cid, "latency", base, lambda a=a, dev=dev: {"stats": _latency(a, dev, plan, cells)})
-                    if c["stats"].get("status") == Status.NOT_MEASURED:
+    try:
+        cells.stats["export_seconds"] = export_seconds
+        t_cells = time.perf_counter()
+        # latency and accuracy cells run one at a time on this machine, so they never disturb each other
+        for mi, m in enumerate(plan.models):
+            for reparam in plan.reparam:
+                manifest = exports[(mi, reparam)]
+                cells.stats["exported_now"] += manifest["exported_now"]
+                label = m.get("label", m["name"])
+                if mi in opt_reports:  # figures of the optimized model, not the zoo's
+                    after = opt_reports[mi]["after"]
+                    summary = {"params": after["params"], "params_deploy": after["params"], "macs": after["macs"],
+                               "macs_deploy": after["macs"]}
+                else:
+                    summary = model_summary(m["name"], num_classes=manifest["num_classes"], input_size=manifest["input_size"])
+                manifest = {**manifest, "model": label, "artifacts": [dict(a, model=label) for a in manifest["artifacts"]]}
+                add_export(run, manifest, summary, reparam=reparam)
+                if mi in opt_reports:
+                    entry = next(x for x in run["models"] if x["model"] == label)
+                    entry["optimize"] = {k: opt_reports[mi].get(k) for k in ("steps", "before", "after", "macs_reduction",
+                                                                              "params_reduction", "note")}
+                    entry["base_model"] = m["name"]
+                for a in manifest["artifacts"]:
+                    if a["status"] != Status.OK:
                         continue
-                    add_latency(run, label, a["format"], a["precision"], c["stats"], reparam=reparam)
+                    base = {"model": label, "reparam": reparam, "format": a["format"], "precision": a["precision"],
+                            "sha256": a["sha256"]}
+                    if plan.data.get("evaluation") and a["runnable_here"]:
+                        cid = "acc-" + _sha({**base, "data": plan.data["evaluation"], "limit": plan.data.get("eval_limit")})[:20]
+                        c = cells.get(cid, "accuracy", base, lambda a=a: {"results": evaluate_target(
+                            a["path"], plan.data["evaluation"], limit=plan.data.get("eval_limit"))["results"]})
+                        first_pt = not any(r["model"] == label and r["runtime"] == "pytorch" and r.get("reparam", True) == reparam
+                                           for r in run["accuracy"])
+                        add_accuracy(run, label, [r for r in c["results"] if r.get("runtime") != "pytorch" or first_pt],
+                                     reparam=reparam)
+                    for dev in plan.devices:
+                        cid = "lat-" + _sha({**base, "device": dev, "protocol": plan.latency})[:20]
+                        c = cells.get(cid, "latency", base, lambda a=a, dev=dev: {"stats": _latency(a, dev, plan, cells)})
+                        if c["stats"].get("status") == Status.NOT_MEASURED:
+                            continue
+                        add_latency(run, label, a["format"], a["precision"], c["stats"], reparam=reparam)
+    except BaseException as e:  # cancelled (KeyboardInterrupt) or failed: what was measured stays reachable
+        _write_partial(run, out, cells, e, write_report)
+        raise
     stats = cells.stats
     stats["cell_seconds"] = round(time.perf_counter() - t_cells, 2)
     run["finished"] = now()

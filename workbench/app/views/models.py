@@ -8,11 +8,11 @@ from workbench.errors import WorkbenchError
 st.title("Model zoo")
 
 
-@st.cache_data(show_spinner="Counting params and MACs (meta device)...")
+@st.cache_data(show_spinner="Counting params and MACs of the zoo (meta device; once per version, then from disk)...")
 def _zoo() -> list[dict]:
-    from workbench.api import zoo_table
+    from workbench.api import zoo_table_cached
 
-    return zoo_table()
+    return zoo_table_cached()[0]
 
 
 rows = _zoo()
@@ -27,7 +27,9 @@ st.dataframe(
       "GMACs (deploy)": r["macs_deploy"] / 1e9, "description": r["description"]} for r in shown],
     hide_index=True, width="stretch",
     column_config={"GMACs (train)": st.column_config.NumberColumn(format="%.3f"),
-                   "GMACs (deploy)": st.column_config.NumberColumn(format="%.3f")})
+                   "GMACs (deploy)": st.column_config.NumberColumn(format="%.3f"),
+                   "params (train)": st.column_config.NumberColumn(format="localized"),
+                   "params (deploy)": st.column_config.NumberColumn(format="localized")})
 st.caption(f"{len(shown)} of {len(rows)} models. Params and MACs are counted from the model (meta device), "
            "at the default input size and class count.")
 

@@ -38,6 +38,33 @@ import pandas as pd  # noqa: E402
 from workbench.api import gpu_text, pareto, report_cells as cells, runtime_text  # noqa: E402
 
 rows = pd.DataFrame(cells(run))
+inc = run.get("incomplete")
+if inc:
+    st.warning(f"This run was **{inc['state']}** ({inc['reason']}). Shown: its exports and the cells finished before "
+               "it stopped.")
+random_models = sorted({m["model"] for m in run["models"] if not m.get("weights_sha256")})  # no weights file: random init
+if random_models and run["accuracy"]:
+    st.warning(f"Random weights ({', '.join(random_models)}): top-1 and mAP of an untrained model are noise "
+               "(expect chance level), so the accuracy columns and the accuracy-vs-latency chart say nothing about "
+               "the model. Fidelity against PyTorch and latency are still meaningful. Pass trained weights on the "
+               "Models page for real accuracy.")
+
+# summary first: the best artifact per device, failures, noisy rows
+best = []
+ok_lat = rows[(rows["status"] == "ok") & rows["p50_ms"].notna()] if not rows.empty else rows
+for dev, g in (ok_lat.groupby("device") if not ok_lat.empty else []):
+    if not dev:
+        continue
+    acc_pts = g[g["top1"].notna()]
+    front = set(pareto([(r.p50_ms, r.top1, i) for i, r in acc_pts.iterrows()])) if not acc_pts.empty else set()
+    fastest = g.loc[g["p50_ms"].idxmin()]
+    best.append({"device": dev, "fastest": f"{fastest['model']} {fastest['format']} {fastest['precision']}",
+                 "p50 ms": round(float(fastest["p50_ms"]), 3), "kind": "estimate" if fastest["estimated"] else "measured",
+                 "accuracy/latency front": ", ".join(f"{r['format']} {r['precision']} ({r['p50_ms']:.3g} ms, top-1 {r['top1']:.3f})"
+                                                   for i, r in acc_pts.loc[sorted(front)].iterrows()) or "n/a (no accuracy rows)"})
+if best:
+    st.markdown("**Best per device** (fastest; and the accuracy/latency Pareto front where accuracy was measured)")
+    st.dataframe(best, hide_index=True, width="stretch")
 c = st.columns(4)
 c[0].metric("Artifacts", len(run["artifacts"]))
 c[1].metric("Latency rows", len(run["latency"]))
