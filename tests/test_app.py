@@ -318,6 +318,14 @@ def test_run_page_starts_a_background_run_then_results_and_history(env):
     at3.button(key="hist-cmp").click().run()
     assert_clean(at3)
     assert any("latency rows in both runs" in m for m in texts(at3.markdown))
+    # settings of a run, then delete it (confirmed)
+    at3.selectbox(key="hist-open").set_value(second.name).run()
+    assert any('name = "' in c for c in texts(at3.code))
+    assert at3.button(key="hist-del").disabled
+    at3.checkbox(key="hist-del-sure").check().run()
+    at3.button(key="hist-del").click().run()
+    assert_clean(at3)
+    assert not second.exists() and job_dir.exists()
 
 
 def test_results_page_damaged_run_and_bad_names(env):

@@ -160,6 +160,32 @@ options = ["UserKnownHostsFile={tmp_path / 'known_hosts'}", "StrictHostKeyChecki
     assert (tmp_path / "remote" / Path(tiny_artifacts["tflite"]).name).exists()
 
 
+def test_reach_device_over_real_sshd_and_a_closed_port(sshd, tmp_path):
+    from workbench.bench.profiles import parse_profile
+    from workbench.bench.runners import reach_device
+
+    def prof(port: int):
+        p = tmp_path / f"b{port}.toml"
+        p.write_text(f'''name = "loopback-board"
+runner = "ssh"
+threads = 1
+[connection]
+host = "127.0.0.1"
+port = {port}
+user = "{getpass.getuser()}"
+key = "{sshd['key']}"
+python = "{sys.executable}"
+options = ["UserKnownHostsFile={tmp_path / 'known_hosts'}", "StrictHostKeyChecking=no"]
+''')
+        return parse_profile(p)
+
+    ok = reach_device(prof(sshd["port"]), timeout_s=20)
+    assert ok["ok"] is True and ok["message"].startswith("reached ") and sys.version.split()[0] in ok["message"]
+    bad = reach_device(prof(_free_port()), timeout_s=5)
+    assert bad["ok"] is False and "ssh to" in bad["message"] and "refused" in bad["message"].lower()
+    assert bad["seconds"] < 10
+
+
 @pytest.mark.parametrize("name,expect", [
     ("mobilenet_v1_op_profiling.txt", {"runs": 50, "mean_ms": 2950.34, "init_ms": 17.187, "first_ms": 3512.391, "peak_rss_mb": 46.0859}),
     ("yolov5s_android_cpu.txt", {"runs": 50, "mean_ms": 249.684, "std_ms": 1.442, "min_ms": 247.067, "peak_rss_mb": 138.809}),

@@ -172,6 +172,19 @@ def cancel(out: str | os.PathLike, wait_s: float = 20.0) -> dict:
     return status(out)
 
 
+def delete_run(out: str | os.PathLike) -> None:
+    """Remove a finished run folder (its results, reports and cells; exports live in the cache).
+    A run that is still going is refused: cancel it first."""
+    import shutil
+
+    out = Path(out)
+    if status(out).get("state") in ("queued", "running"):
+        raise ConfigError(f"{out.name} is still running; cancel it first")
+    if not ((out / "run.json").exists() or (out / JOB_FILE).exists() or (out / SWEEP_FILE).exists()):
+        raise ConfigError(f"{out} is not a run folder (no run.json, job.json or sweep.toml); nothing deleted")
+    shutil.rmtree(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 

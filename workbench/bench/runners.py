@@ -384,3 +384,37 @@ def run_adb(artifact: str, profile, protocol: Protocol, threads: int) -> Latency
                         artifact=str(artifact), runtime="TFLite benchmark_model" + (" + GPU delegate" if conn.get("use_gpu") else ""),
                         basis={k: parsed[k] for k in ("delegated_nodes", "total_nodes") if k in parsed} or None,
                         warnings=([] if parsed.get("p50_ms") else ["benchmark_model reports no percentiles: p50/p90/p99 are null"]))
+
+
+def reach_device(profile, timeout_s: float = 15.0) -> dict:
+    """Is this device reachable now? One bounded command over the profile's own connection: ssh runs
+    ``echo`` (and the profile's python, which the agent needs); adb asks for the device's state.
+    Never raises for an unreachable device: returns {"ok", "message", "seconds"}."""
+    import time as _time
+
+    t0 = _time.perf_counter()
+    conn = profile.connection
+    try:
+        if profile.runner in ("local", "estimate"):
+            msg = "this machine" if profile.runner == "local" else "estimate only: nothing to reach"
+            return {"ok": True, "message": msg, "seconds": 0.0}
+        check_connection(profile.runner, conn, f"{profile.name}: connection")
+        if profile.runner == "ssh":
+            target = f"{conn['user']}@{conn['host']}" if conn.get("user") else conn["host"]
+            python = conn.get("python", "python3")
+            opts = [x.replace("ConnectTimeout=15", f"ConnectTimeout={max(1, int(timeout_s))}") for x in _ssh_base(conn)]
+            r = _run(opts + [target, f"{python} -c 'import sys; print(sys.version.split()[0])'"], timeout_s,
+                     "install openssh-client")
+            if r.returncode != 0:
+                tail = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+                return {"ok": False, "message": f"ssh to {target} failed: {tail}", "seconds": _time.perf_counter() - t0}
+            return {"ok": True, "message": f"reached {target}; {python} {r.stdout.strip()}",
+                    "seconds": _time.perf_counter() - t0}
+        adb = [conn.get("adb", "adb")] + (["-s", conn["serial"]] if conn.get("serial") else [])
+        r = _run(adb + ["get-state"], timeout_s, "install Android platform-tools or set connection.adb in the profile")
+        ok = r.returncode == 0 and r.stdout.strip() == "device"
+        return {"ok": ok, "message": (f"adb: {r.stdout.strip()}" if ok else
+                                      f"adb: {(r.stderr or r.stdout).strip()[-200:] or 'no device'}; is the phone connected and authorized?"),
+                "seconds": _time.perf_counter() - t0}
+    except (RunnerError, ConfigError) as e:
+        return {"ok": False, "message": str(e), "seconds": _time.perf_counter() - t0}

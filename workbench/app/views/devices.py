@@ -16,6 +16,17 @@ st.dataframe([{"name": p.name, "runner": p.runner, "threads": str(p.threads), "r
 st.caption(f"{len(profiles)} profiles from {PROFILE_DIR}; add a device by adding a file (schema: device_profiles/README.md).")
 for p in profiles.values():
     with st.expander(f"{p.name}: {p.description}"):
+        if p.runner in ("ssh", "adb"):
+            if st.button("Test connection", key=f"dev-test-{p.name}", help="one bounded command (15 s) over the "
+                         "profile's own connection settings"):
+                from workbench.api import reach_device
+
+                with st.spinner(f"Reaching {p.name}..."):
+                    st.session_state[f"dev-test-result-{p.name}"] = reach_device(p)
+            res = st.session_state.get(f"dev-test-result-{p.name}")
+            if res:
+                (st.success if res["ok"] else st.error)(f"{'Reachable' if res['ok'] else 'Not reachable'} "
+                                                        f"({res['seconds']:.1f} s): {res['message']}")
         if p.compute:
             st.markdown("**Compute figures** (used by the estimate runner)")
             st.json(p.compute)

@@ -24,6 +24,28 @@ open_name = c1.selectbox("Open a run", names, key="hist-open")
 if c2.button("Open", key="hist-open-btn"):
     st.query_params["run"] = open_name
     st.switch_page("views/results.py")
+try:
+    open_dir = common.run_dir_by_name(open_name)
+except WorkbenchError as e:
+    widgets.show_error(e)
+    st.stop()
+with st.expander(f"Settings of {open_name} (its sweep.toml)"):
+    sweep_file = open_dir / "sweep.toml"
+    st.code(sweep_file.read_text() if sweep_file.exists() else "(no sweep.toml: run from the command line)",
+            language="toml")
+with st.expander(f"Delete {open_name}"):
+    st.caption("Removes the run folder (results, reports, measured cells). Exported files stay in the export cache.")
+    sure = st.checkbox(f"Yes, delete {open_name}", key="hist-del-sure")
+    if st.button("Delete run", key="hist-del", disabled=not sure, type="primary"):
+        try:
+            from workbench.api import delete_run
+
+            delete_run(open_dir)
+            st.session_state.pop("hist-del-sure", None)
+            st.success(f"Deleted {open_name}")
+            st.rerun()
+        except WorkbenchError as e:
+            widgets.show_error(e)
 
 st.subheader("Compare two runs")
 done = [r["name"] for r in runs if r["state"] == "done"]
