@@ -148,6 +148,17 @@ def test_upload_of_a_trained_checkpoint_loads(env):
 
 # --- Re-parameterize ----------------------------------------------------------------------------
 
+def test_model_view_draws_the_branches_before_and_one_conv_after(env):
+    at = select_model(app())
+    at.button(key="zoo-use").click().run()
+    at.switch_page("views/model_view.py").run()
+    assert_clean(at)
+    before, after = [c.proto.spec for c in at.get("graphviz_chart")[:2]]
+    assert "rbr_1x1: conv 1x1" in before and "rbr_dense: conv 3x3" in before and ": add" in before
+    assert "rbr_1x1" not in after and "rbr_reparam: Conv2d 3x3" in after
+    assert any("multi-branch blocks" in c for c in texts(at.caption))
+
+
 def test_reparam_page_needs_a_model(env):
     at = app("views/reparam.py")
     assert_clean(at)
@@ -306,6 +317,15 @@ def test_run_page_starts_a_background_run_then_results_and_history(env):
     table = next(f for f in frames if "p50_ms" in f.columns)
     assert list(table["model"].unique()) == ["repvgg-tiny"] and (table["device"] == "host").all()
     assert table["p50_ms"].notna().all() and table["top1"].notna().all()
+    # the model view: the exported file's graph and ONNX Runtime's per-op profile
+    at2.switch_page("views/model_view.py").run()
+    assert_clean(at2)
+    charts = at2.get("graphviz_chart")
+    assert charts and "digraph" in charts[-1].proto.spec and "Conv" in charts[-1].proto.spec
+    at2.button(key="mv-prof").click().run()
+    assert_clean(at2)
+    prof = next(d.value for d in at2.dataframe if "mean (us)" in d.value.columns)
+    assert "Conv" in set(prof["op"]) and (prof["mean (us)"] > 0).all()
     # a second run, then history compares the two
     at3 = app("views/run.py")
     _start_from_page(at3, evaluation="none")

@@ -18,6 +18,7 @@ from .evaluate import evaluate_target
 from .executor import Plan, execute
 from .export import ExportOptions, export_model
 from .fsutil import atomic_write_json
+from .graphview import artifact_graph, onnx_op_profile, torch_graph
 from .jobs import allocate, cancel, delete_run, list_runs, start, status
 from .optimize.pipeline import optimize_model
 from .proc import Cancelled, cancel_all
@@ -37,7 +38,7 @@ __all__ = [
     "CAPABILITIES", "FORMATS", "PRECISIONS", "Status", "get_format", "bench_target", "PROFILE_DIR", "get_profile",
     "load_profiles", "Protocol", "reach_device", "block_structure", "load_model", "model_summary", "reparameterize",
     "save_state_dict", "zoo_table", "zoo_table_cached", "run_demo", "ConfigError", "WorkbenchError", "evaluate_target", "Plan",
-    "execute", "ExportOptions", "export_model", "atomic_write_json", "allocate", "cancel", "delete_run", "list_runs", "start", "status",
+    "execute", "ExportOptions", "export_model", "atomic_write_json", "artifact_graph", "onnx_op_profile", "torch_graph", "allocate", "cancel", "delete_run", "list_runs", "start", "status",
     "optimize_model", "Cancelled", "cancel_all", "sensitivity_on_data", "list_models", "validate_run", "compare_runs", "report_cells",
     "pareto", "gpu_text", "runtime_text", "write_reports", "compare_before_after", "quant_study", "load_sweep", "check_document", "estimate_seconds", "unsupported_combinations", "run_sweep", "safe_name",
     "sweep_to_toml", "TrainConfig", "train",

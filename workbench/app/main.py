@@ -11,6 +11,7 @@ st.set_page_config(page_title="Edge Workbench", page_icon=str(HERE / "favicon.pn
 pages = [
     st.Page(HERE / "views" / "models.py", title="Models", icon=":material/view_list:", default=True),
     st.Page(HERE / "views" / "reparam.py", title="Re-parameterize", icon=":material/merge:"),
+    st.Page(HERE / "views" / "model_view.py", title="Model view", icon=":material/account_tree:"),
     st.Page(HERE / "views" / "quantize.py", title="INT8 sensitivity", icon=":material/tune:"),
     st.Page(HERE / "views" / "run.py", title="Run", icon=":material/play_arrow:"),
     st.Page(HERE / "views" / "results.py", title="Results", icon=":material/table_chart:"),

@@ -163,9 +163,10 @@ def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 @torch.no_grad()
 def sensitivity(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, labels: np.ndarray | None = None,
-                *, per_channel: bool = True, method: str = "minmax") -> dict:
+                *, per_channel: bool = True, method: str = "minmax", progress=None) -> dict:
     """Per-layer INT8 sensitivity: quantize one layer at a time (weights + input activations) and
-    measure the model output against float. Rows come worst first (lowest SQNR)."""
+    measure the model output against float. Rows come worst first (lowest SQNR). ``progress(done,
+    total, layer)`` is called after each layer."""
     model = model.eval()
     sim, sims = attach(model, per_channel)
     calibrate(sim, sims, calib_x, method)
@@ -193,6 +194,8 @@ def sensitivity(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, l
                    weight_absmax_over_std=float(layer.weight.abs().max() / layer.weight.std().clamp_min(1e-12)))
         rows.append(row)
         q.quant_w = q.quant_a = False
+        if progress:
+            progress(i + 1, len(names), name)
     for q in sims.values():
         q.quant_w = q.quant_a = True
     whole = measure("(all layers)")
@@ -205,7 +208,8 @@ def sensitivity(model: nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, l
 
 
 def sensitivity_on_data(model: nn.Module, data: str = "builtin", *, eval_limit: int | None = 500,
-                        per_channel: bool = True, method: str = "minmax", use_labels: bool = True) -> dict:
+                        per_channel: bool = True, method: str = "minmax", use_labels: bool = True,
+                        progress=None) -> dict:
     """``sensitivity`` of ``model``'s deploy form on a data set: calibration from its calib split
     (built-in) or its train split (a folder), scored on its eval split; labels are used when the
     class counts match (and ``use_labels``). The table records which data it saw."""
@@ -220,7 +224,7 @@ def sensitivity_on_data(model: nn.Module, data: str = "builtin", *, eval_limit: 
     ev = load_classification(data, "eval", size, eval_limit)
     labels = ev.labels if use_labels and info_of(model).num_classes == ev.num_classes else None
     res = sensitivity(reparameterize(model).model, torch.from_numpy(pre(calib.images)), torch.from_numpy(pre(ev.images)),
-                      labels, per_channel=per_channel, method=method)
+                      labels, per_channel=per_channel, method=method, progress=progress)
     res["data"] = ev.manifest()
     return res
 

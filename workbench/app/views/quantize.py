@@ -18,15 +18,24 @@ method = c2.selectbox("Activation ranges", ["minmax", "percentile"], key="qs-met
 n_eval = c3.number_input("Evaluation images", min_value=16, max_value=5000, value=200, key="qs-n")
 if st.button("Compute sensitivity", type="primary", key="qs-go"):
     try:
-        with st.spinner("Quantizing one layer at a time..."):
-            from workbench.api import load_model
-            from workbench.api import sensitivity_on_data
+        import time
 
-            model = load_model(sel["name"], weights=sel.get("weights"), num_classes=sel["num_classes"],
-                               input_size=sel["input_size"])
-            st.session_state["sens"] = {"model": sel["name"], **sensitivity_on_data(
-                model, "builtin", eval_limit=int(n_eval), per_channel=per_channel, method=method,
-                use_labels=bool(sel.get("weights")))}
+        bar = st.progress(0.0, text="loading the model and the data, calibrating...")
+        t0 = time.time()
+
+        def tick(done: int, total: int, layer: str) -> None:
+            left = (time.time() - t0) / done * (total - done)
+            bar.progress(done / total, text=f"layer {done}/{total} ({layer}) quantized and scored; about {left:.0f} s left")
+
+        from workbench.api import load_model
+        from workbench.api import sensitivity_on_data
+
+        model = load_model(sel["name"], weights=sel.get("weights"), num_classes=sel["num_classes"],
+                           input_size=sel["input_size"])
+        st.session_state["sens"] = {"model": sel["name"], **sensitivity_on_data(
+            model, "builtin", eval_limit=int(n_eval), per_channel=per_channel, method=method,
+            use_labels=bool(sel.get("weights")), progress=tick)}
+        bar.progress(1.0, text=f"done in {time.time() - t0:.0f} s")
     except WorkbenchError as e:
         widgets.show_error(e)
 s = st.session_state.get("sens")
