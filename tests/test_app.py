@@ -277,7 +277,7 @@ def test_cancel_keeps_finished_cells_and_results_say_cancelled(env):
     at.query_params["run"] = job.name
     at.run()
     at.switch_page("views/run.py").run()
-    assert any("cancelled" in w for w in texts(at.warning)), texts(at.markdown)
+    assert any(w.startswith("Cancelled.") for w in texts(at.warning)), texts(at.markdown)
     # the form shows the run's own settings after a refresh (a new session)
     assert at.text_input(key="run-size").value == "32" and at.multiselect(key="run-formats").value == ["onnx"]
     assert at.text_input(key="run-name").value == "slow"
@@ -310,9 +310,9 @@ def test_run_page_starts_a_background_run_then_results_and_history(env):
     assert [m.value for m in at2.metric][:2] == ["1", "1"]
     assert any("Random weights (repvgg-tiny)" in w for w in texts(at2.warning))
     summary = next(f for f in frames if "artifact" in f.columns)  # one row per artifact: GPU run, oldest runtime
-    assert list(summary.columns) == ["artifact", "status", "size MB", "cos vs PyTorch",
-                                     "GPU: delegated / fallback ops / GPU fidelity", "oldest runtime"]
-    assert list(summary["artifact"]) == ["repvgg-tiny onnx fp32"]
+    assert list(summary.columns) == ["artifact", "status", "GPU: delegated / fallback ops / GPU fidelity",
+                                     "cos vs PyTorch", "oldest runtime", "latency p50", "size MB"]
+    assert list(summary["artifact"]) == ["repvgg-tiny onnx fp32"] and summary["latency p50"][0].startswith("host ")
     assert list(summary["GPU: delegated / fallback ops / GPU fidelity"]) == ["n/a"]  # an .onnx has no GPU run
     table = next(f for f in frames if "p50_ms" in f.columns)
     assert list(table["model"].unique()) == ["repvgg-tiny"] and (table["device"] == "host").all()

@@ -16,8 +16,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import re
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -97,6 +99,11 @@ def _strip_timings(run: dict) -> dict:
     return walk(run)
 
 
+def _no_error_on(page, where: str) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, where
+    assert page.get_by_text("Traceback").count() == 0, where
+
+
 def test_dashboard_end_to_end_in_chromium(server):
     from playwright.sync_api import sync_playwright
 
@@ -105,6 +112,8 @@ def test_dashboard_end_to_end_in_chromium(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        outside: list[str] = []  # every request to a host other than this machine (none allowed)
+        page.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname != "127.0.0.1" else None)
         page.goto(server["url"], wait_until="domcontentloaded")
         page.get_by_text("Use a model").wait_for(timeout=90_000)
         # Models: choose repvgg-tiny, 5 classes, 64 px
@@ -122,8 +131,35 @@ def test_dashboard_end_to_end_in_chromium(server):
         page.get_by_text("After (deploy)").wait_for(timeout=30_000)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(SHOTS / "dashboard-reparam.png"), full_page=True)
-        # Run: defaults are ONNX + TFLite, fp32 + int8, host, built-in data, quick protocol
+        # every other page opens without an error
+        for name, marker in (("Model view", "PyTorch: before and after"), ("INT8 sensitivity", "Compute sensitivity"),
+                             ("History", "History"), ("Devices", "Device profiles")):
+            page.get_by_role("link", name=name).click()
+            page.get_by_text(marker).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)
+            _no_error_on(page, name)
+        page.get_by_role("link", name="Model view").click()
+        page.locator('[data-testid="stGraphVizChart"]').first.wait_for(timeout=60_000)
+        page.screenshot(path=str(SHOTS / "dashboard-model-view.png"), full_page=True)
+        # Run: bad input is refused in place before anything starts
         page.get_by_role("link", name="Run").click()
+        empty = server["data"] / "empty-images" / "cat"
+        empty.mkdir(parents=True)
+        (empty / "broken.jpg").write_bytes(b"not an image")
+        size_box = page.get_by_role("textbox", name="Input size (px, 16-2048)")
+        size_box.wait_for(timeout=60_000)
+        size_shown = size_box.input_value()
+        size_box.fill("7")
+        page.get_by_role("textbox", name="Evaluation data").fill(str(empty.parent))
+        page.get_by_role("button", name="Start run").click()
+        page.get_by_text("Input size must be a whole number from 16 to 2048, got 7").wait_for(timeout=30_000)
+        page.get_by_text("holds no readable images").first.wait_for(timeout=30_000)
+        assert size_box.input_value() == "7"
+        assert not [d for d in server["data"].iterdir() if (d / "job.json").exists() or (d / "sweep.toml").exists()]
+        page.screenshot(path=str(SHOTS / "dashboard-run-refused.png"), full_page=True)
+        size_box.fill(size_shown)
+        page.get_by_role("textbox", name="Evaluation data").fill("builtin")
+        # defaults are ONNX + TFLite, fp32 + int8, host, built-in data, quick protocol
         page.get_by_role("button", name="Start run").click()
         page.wait_for_url("**run=*", timeout=30_000)
         run_name = page.url.split("run=")[1].split("&")[0]
@@ -134,7 +170,16 @@ def test_dashboard_end_to_end_in_chromium(server):
         page.get_by_role("button", name="Open results").click()
         page.get_by_role("tab", name="Table").wait_for(timeout=60_000)
         page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
-        page.screenshot(path=str(SHOTS / "dashboard-results-table.png"), full_page=True)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(SHOTS / "dashboard-results-table.png"))  # the first viewport, 1400x1000
+        # the GPU column is in the first viewport: the grid lists only the columns it draws, and the table's
+        # bottom edge is above the fold
+        grid = page.locator('[data-testid="stDataFrame"]').filter(
+            has=page.locator('[role="columnheader"]', has_text="GPU: delegated / fallback ops / GPU fidelity"))
+        assert grid.count() == 1
+        box = grid.bounding_box()
+        assert box["y"] + box["height"] <= 1000 and box["x"] + box["width"] <= 1400, box
+        _no_error_on(page, "Results")
         page.get_by_role("tab", name="Charts").click()
         page.get_by_text("Latency per device (p50)").wait_for(timeout=30_000)
         chart = page.locator('[data-testid="stVegaLiteChart"]').first
@@ -157,14 +202,47 @@ def test_dashboard_end_to_end_in_chromium(server):
         page.get_by_text(f"NOISY: {flagged} latency row(s)").wait_for(timeout=60_000)
         page.screenshot(path=str(SHOTS / "dashboard-results-noisy.png"), full_page=True)
 
+        # cancel: a slow protocol, the first finished cell, then Cancel; the form comes back after a reload
+        page.goto(server["url"] + "run", wait_until="domcontentloaded")
+        page.get_by_role("textbox", name="Run name (empty: model and formats)").wait_for(timeout=60_000)
+        page.get_by_role("textbox", name="Run name (empty: model and formats)").fill("cancel-me")
+        models = page.locator('[data-testid="stMultiSelect"]').filter(has=page.get_by_text("Models", exact=True)).first
+        models.click()  # a new page load is a new session: choose the model again
+        page.keyboard.type("repvgg-tiny")  # the list is virtual: filter it, then pick the exact entry
+        page.get_by_role("option", name="repvgg-tiny", exact=True).click()
+        page.keyboard.press("Escape")
+        _pick(page, "Latency protocol", "careful")
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Start run").click()
+        page.wait_for_url("**run=cancel-me*", timeout=30_000)
+        cancel_name = page.url.split("run=")[1].split("&")[0]
+        page.reload()
+        page.get_by_text(re.compile(r"[1-9][0-9]*/[0-9]+ cells done")).wait_for(timeout=300_000)
+        assert page.get_by_role("textbox", name="Run name (empty: model and formats)").input_value() == "cancel-me"  # restored
+        proto = page.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text("Latency protocol", exact=True)).first
+        shown = proto.inner_text() + " ".join(i.input_value() for i in proto.locator("input").all())
+        assert "careful" in shown, shown  # the protocol too
+        assert page.get_by_role("button", name="Start run").is_disabled()  # this tab's run is going
+        page.get_by_role("button", name="Cancel run").click()
+        page.get_by_text("Cancelled.").wait_for(timeout=60_000)
+        page.screenshot(path=str(SHOTS / "dashboard-run-cancelled.png"), full_page=True)
+        page.get_by_role("button", name="Open results").click()
+        page.get_by_text("This run was cancelled").wait_for(timeout=60_000)
+        cancelled = json.loads((server["data"] / cancel_name / "run.json").read_text())
+        assert cancelled["incomplete"]["state"] == "cancelled" and len(cancelled["accuracy"]) + len(cancelled["latency"]) >= 1
+
         # a second tab: its own session, selection and run folder
         tab2 = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab2.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname != "127.0.0.1" else None)
         tab2.goto(server["url"] + "run", wait_until="domcontentloaded")
         tab2.get_by_role("button", name="Start run").wait_for(timeout=60_000)
         assert tab2.get_by_text("Selected model:").count() == 0
         tab2.get_by_role("button", name="Start run").click()
         tab2.get_by_text("choose at least one model").wait_for(timeout=30_000)  # nothing carried over from tab 1
         browser.close()
+    assert outside == [], outside  # no request left the machine (fonts, icons, telemetry)
+    log = (server["tmp"] / "app.log").read_text()
+    assert "Traceback" not in log and not re.search(r"\b5\d\d\b.*(GET|POST)|(GET|POST).*\b5\d\d\b", log), log[-2000:]
 
     run_dir = server["data"] / run_name
     dash = json.loads((run_dir / "run.json").read_text())
@@ -172,7 +250,8 @@ def test_dashboard_end_to_end_in_chromium(server):
     assert {(a["format"], a["precision"], a["status"]) for a in dash["artifacts"]} == {
         ("onnx", "fp32", "ok"), ("onnx", "int8", "ok"), ("tflite", "fp32", "ok"), ("tflite", "int8", "ok")}
     assert {r["device"] for r in dash["latency"]} == {"host"} and all(r["p50_ms"] > 0 for r in dash["latency"])
-    assert all((d / "job.json").exists() is False or d == run_dir for d in server["data"].iterdir() if d.is_dir())
+    assert all((d / "job.json").exists() is False or d.name in (run_name, cancel_name)
+               for d in server["data"].iterdir() if d.is_dir())
     assert json.loads((server["data"] / "busy-run" / "run.json").read_text())["latency"][0]["noisy"] is True
 
     # the same sweep, headless: run.json equal but for timestamps and timings

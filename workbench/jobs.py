@@ -167,7 +167,7 @@ def cancel(out: str | os.PathLike, wait_s: float = 20.0) -> dict:
                 pass
     job = _read(out / JOB_FILE)
     if job.get("state") != "cancelled":
-        job.update(state="cancelled", finished=_now(), error="cancelled from the dashboard")
+        job.update(state="cancelled", finished=_now(), error="Stopped from the dashboard; the cells finished before it are kept.")
         atomic_write_json(out / JOB_FILE, job)
     return status(out)
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run_sweep(str(out / SWEEP_FILE), out, resume=resume, progress=progress)
     except KeyboardInterrupt:  # a cancel: the partial run.json is written, the page shows "cancelled"
         cancel_all()
-        job.update(state="cancelled", finished=_now(), error="cancelled; the cells finished before are kept")
+        job.update(state="cancelled", finished=_now(), error="The cells finished before it are kept.")
         atomic_write_json(out / JOB_FILE, job)
         print("cancelled", flush=True)
         return 130

@@ -45,9 +45,13 @@ if r and r["model"] == sel["name"]:
         f"({r['relative_max_diff']:.3g} of max |output| {r['max_abs_output']:.3g}), cosine {r['cosine']:.9f} "
         "(gate: relative <= 1e-5, cosine >= 0.999999)")
     c = st.columns(3)
-    c[0].metric("Parameters", f"{r['params_after']:,}", f"{r['params_after'] - r['params_before']:+,}")
-    c[1].metric("BatchNorm layers", r["bn_after"], r["bn_after"] - r["bn_before"])
-    c[2].metric("Multi-branch blocks", r["branches_after"], r["branches_after"] - r["branches_before"])
+    # fewer is better here: a reduction is shown green ("inverse")
+    c[0].metric("Parameters", f"{r['params_after']:,}", f"{r['params_after'] - r['params_before']:+,}", delta_color="inverse",
+                help=f"before: {r['params_before']:,}")
+    c[1].metric("BatchNorm layers", r["bn_after"], r["bn_after"] - r["bn_before"], delta_color="inverse",
+                help=f"before: {r['bn_before']}")
+    c[2].metric("Multi-branch blocks", r["branches_after"], r["branches_after"] - r["branches_before"],
+                delta_color="inverse", help=f"before: {r['branches_before']}")
     left, right = st.columns(2)
     left.markdown("**Before (train-time)**")
     left.dataframe(r["before"], hide_index=True, width="stretch")

@@ -38,17 +38,6 @@ import pandas as pd  # noqa: E402
 from workbench.api import gpu_text, pareto, report_cells as cells, runtime_text  # noqa: E402
 
 rows = pd.DataFrame(cells(run))
-inc = run.get("incomplete")
-if inc:
-    st.warning(f"This run was **{inc['state']}** ({inc['reason']}). Shown: its exports and the cells finished before "
-               "it stopped.")
-random_models = sorted({m["model"] for m in run["models"] if not m.get("weights_sha256")})  # no weights file: random init
-if random_models and run["accuracy"]:
-    st.warning(f"Random weights ({', '.join(random_models)}): top-1 and mAP of an untrained model are noise "
-               "(expect chance level), so the accuracy columns and the accuracy-vs-latency chart say nothing about "
-               "the model. Fidelity against PyTorch and latency are still meaningful. Pass trained weights on the "
-               "Models page for real accuracy.")
-
 # summary first: the best artifact per device, failures, noisy rows
 best = []
 ok_lat = rows[(rows["status"] == "ok") & rows["p50_ms"].notna()] if not rows.empty else rows
@@ -63,8 +52,53 @@ for dev, g in (ok_lat.groupby("device") if not ok_lat.empty else []):
                  "accuracy/latency front": ", ".join(f"{r['format']} {r['precision']} ({r['p50_ms']:.3g} ms, top-1 {r['top1']:.3f})"
                                                    for i, r in acc_pts.loc[sorted(front)].iterrows()) or "n/a (no accuracy rows)"})
 if best:
-    st.markdown("**Best per device** (fastest; and the accuracy/latency Pareto front where accuracy was measured)")
+    st.caption("**Best per device**: the fastest artifact, and the accuracy/latency Pareto front where accuracy was measured")
     st.dataframe(best, hide_index=True, width="stretch")
+# one row per artifact, few columns: the GPU run and the oldest runtime are in view without scrolling
+def _latency_text(a: dict) -> str:
+    """Where this artifact was timed (est. marked), or why it was not, in one cell."""
+    mine = [r for r in run["latency"] if (r["model"], r["format"], r["precision"], r.get("reparam", True)) ==
+            (a["model"], a["format"], a["precision"], a.get("reparam", True))]
+    parts = [f"{r['device']} {r['p50_ms']:.3g} ms{' est.' if r.get('estimated') else ''}" for r in mine
+             if r.get("p50_ms") is not None]
+    if parts:
+        return "; ".join(parts)
+    if a["status"] != "ok":
+        return f"n/a: {a['status']}"
+    if a.get("runnable_here") is False:
+        return "n/a here: " + ((a.get("fidelity") or {}).get("status") or "not runnable on this host")
+    why = next((r.get("reason") for r in mine if r.get("reason")), None)
+    return f"n/a: {why}" if why else "n/a: no device profile in this run runs it"
+
+
+per_art = [{"artifact": f"{a['model']} {a['format']} {a['precision']}{'' if a.get('reparam', True) else ' (train-time)'}",
+            "status": a["status"], "GPU: delegated / fallback ops / GPU fidelity": gpu_text(a),
+            "cos vs PyTorch": (a.get("fidelity") or {}).get("cosine"), "oldest runtime": runtime_text(a),
+            "latency p50": _latency_text(a), "size MB": round((a.get("size_bytes") or 0) / 1e6, 2)}
+           for a in run["artifacts"]]
+st.dataframe(per_art, hide_index=True, width="stretch",
+             column_config={"cos vs PyTorch": st.column_config.NumberColumn(format="%.6f"),
+                            "GPU: delegated / fallback ops / GPU fidelity": st.column_config.TextColumn(
+                                width="large", help="executed on LiteRT's GPU accelerator (WebGPU over Vulkan); "
+                                "on llvmpipe (software Vulkan) placement and numerics are real, the time is not a device "
+                                "latency. n/a: not a .tflite"),
+                            "latency p50": st.column_config.TextColumn(
+                                help="per device; est. = roofline estimate from the profile's figures; n/a says why"),
+                            "oldest runtime": st.column_config.TextColumn(
+                                help="the oldest TFLite runtime whose op versions cover the file; 2.14: loaded in "
+                                "tflite-runtime 2.14 here")})
+
+
+inc = run.get("incomplete")
+if inc:
+    st.warning(f"This run was **{inc['state']}** ({inc['reason']}). Shown: its exports and the cells finished before "
+               "it stopped.")
+random_models = sorted({m["model"] for m in run["models"] if not m.get("weights_sha256")})  # no weights file: random init
+if random_models and run["accuracy"]:
+    st.warning(f"Random weights ({', '.join(random_models)}): top-1 / mAP are noise (chance level) and the "
+               "accuracy chart says nothing; fidelity and latency still hold. Pass trained weights on Models.",
+               icon=":material/info:")
+
 c = st.columns(4)
 c[0].metric("Artifacts", len(run["artifacts"]))
 c[1].metric("Latency rows", len(run["latency"]))
@@ -78,30 +112,21 @@ if noisy:
 st.caption(f"{run['name']} · started {run['created']} · finished {run.get('finished') or 'not yet'} · "
            f"host {(run['provenance'].get('host') or {}).get('cpu_model', '')}")
 
-# one row per artifact, few columns: the GPU run and the oldest runtime are in view without scrolling
-per_art = [{"artifact": f"{a['model']} {a['format']} {a['precision']}{'' if a.get('reparam', True) else ' (train-time)'}",
-            "status": a["status"], "size MB": round((a.get("size_bytes") or 0) / 1e6, 2),
-            "cos vs PyTorch": (a.get("fidelity") or {}).get("cosine"),
-            "GPU: delegated / fallback ops / GPU fidelity": gpu_text(a), "oldest runtime": runtime_text(a)}
-           for a in run["artifacts"]]
-st.dataframe(per_art, hide_index=True, width="stretch",
-             column_config={"cos vs PyTorch": st.column_config.NumberColumn(format="%.6f"),
-                            "GPU: delegated / fallback ops / GPU fidelity": st.column_config.TextColumn(
-                                width="large", help="executed on LiteRT's GPU accelerator (WebGPU over Vulkan); "
-                                "on llvmpipe (software Vulkan) placement and numerics are real, the time is not a device "
-                                "latency. n/a: not a .tflite"),
-                            "oldest runtime": st.column_config.TextColumn(
-                                help="the oldest TFLite runtime whose op versions cover the file; 2.14: loaded in "
-                                "tflite-runtime 2.14 here")})
-
 tab_table, tab_charts, tab_fid, tab_fail, tab_dl = st.tabs(["Table", "Charts", "Fidelity & GPU", "Failures",
                                                              "Downloads"])
 with tab_table:
-    st.dataframe(rows, hide_index=True, width="stretch",
+    # text and flag columns say "n/a" where a figure does not apply; numeric columns stay numeric (sortable)
+    shown = rows.copy()
+    for col in shown.columns:
+        if shown[col].dtype == object:  # one type per column (Arrow): text, with "n/a" for a missing value
+            shown[col] = shown[col].map(lambda v: "n/a" if v is None or v != v else
+                                        ("yes" if v is True else "no" if v is False else str(v)))
+    st.dataframe(shown, hide_index=True, width="stretch",
                  column_config={"p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
                                 "top1": st.column_config.NumberColumn("top-1", format="%.3f"),
                                 "estimated": st.column_config.CheckboxColumn("estimate"),
-                                "noisy": st.column_config.CheckboxColumn("noisy", help="measured on a busy machine")})
+                                "noisy": st.column_config.TextColumn("noisy", help="measured on a busy machine; "
+                                                                     "n/a: not a measurement (an estimate)")})
     st.caption("Click a column header to sort. Rows marked 'estimate' are roofline estimates from the device "
                "profile's figures, not measurements.")
 
@@ -115,10 +140,13 @@ with tab_charts:
         lat["kind"] = lat["estimated"].map({True: "estimate", False: "measured"})
         lat.loc[lat["noisy"].fillna(False).astype(bool), "kind"] = "measured, NOISY"
         st.markdown("**Latency per device (p50)**")
+        # measured and estimated in clearly different colours; each device panel lists only its own rows
+        kinds = alt.Scale(domain=["measured", "estimate", "measured, NOISY"], range=["#1f4e8c", "#f0a030", "#c0392b"])
         st.altair_chart(alt.Chart(lat).mark_bar().encode(
             x=alt.X("p50_ms:Q", title="p50 latency (ms)"), y=alt.Y("artifact:N", title=None, axis=alt.Axis(labelLimit=400)),
-            color="kind:N", row=alt.Row("device:N", title=None),
-            tooltip=["artifact", "device", "p50_ms", "p90_ms", "runs", "kind"]), width="stretch")
+            color=alt.Color("kind:N", scale=kinds, title="figure"), row=alt.Row("device:N", title=None),
+            tooltip=["artifact", "device", "p50_ms", "p90_ms", "runs", "kind"]).resolve_scale(y="independent")
+            .interactive(), width="stretch")
         acc = lat[lat["top1"].notna()]
         if not acc.empty:
             st.markdown("**Accuracy vs latency** (line: Pareto front per device)")
@@ -126,11 +154,13 @@ with tab_charts:
             for dev, g in acc.groupby("device"):
                 keep = set(pareto([(r.p50_ms, r.top1, i) for i, r in g.iterrows()]))
                 front.append(g[g.index.isin(keep)].sort_values("p50_ms"))
-            pts = alt.Chart(acc).mark_point(filled=True, size=80).encode(
+            sel = alt.selection_point(fields=["device"], bind="legend")  # click the legend to toggle a device
+            pts = alt.Chart(acc).mark_point(filled=True, size=80).add_params(sel).encode(
+                opacity=alt.condition(sel, alt.value(1.0), alt.value(0.15)),
                 x=alt.X("p50_ms:Q", title="p50 latency (ms)"), y=alt.Y("top1:Q", title="top-1", scale=alt.Scale(zero=False)),
                 color="device:N", shape="kind:N", tooltip=["artifact", "device", "p50_ms", "top1"])
             line = alt.Chart(pd.concat(front)).mark_line().encode(x="p50_ms:Q", y="top1:Q", color="device:N")
-            st.altair_chart(pts + line, width="stretch")
+            st.altair_chart((pts + line).interactive(), width="stretch")
         if set(lat["reparam"]) == {True, False}:
             st.markdown("**Train-time vs deploy** (same artifact, same device)")
             st.altair_chart(alt.Chart(lat).mark_bar().encode(

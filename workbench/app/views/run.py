@@ -124,7 +124,7 @@ def _status_panel(job_dir: Path) -> None:
             st.success(f"Finished: {st_.get('cells_done', 0)} cells measured, {st_.get('cells_reused', 0)} reused, "
                        f"{st_.get('cells_failed', 0)} failed; {st_.get('exported_now', 0)} artifacts exported.")
         elif state == "cancelled":
-            st.warning(f"cancelled: {s.get('error', '')}")
+            st.warning(f"Cancelled. {s.get('error', '')}")
         else:
             st.error(f"{state}: {s.get('error', 'see the log')}")
         if state not in ("queued", "running") and (job_dir / "run.json").exists():
@@ -159,6 +159,9 @@ def _restore_form(job_dir: Path) -> None:
             "run-calib-n": str((doc.get("data") or {}).get("calib_count", 32)),
             "run-eval": (doc.get("data") or {}).get("evaluation", "none"),
             "run-eval-n": str((doc.get("data") or {}).get("eval_limit", 0)), "run-name": doc.get("name", "")}
+    preset = next((k for k, v in PRESETS.items() if v == (doc.get("latency") or {})), None)
+    if preset:
+        vals["run-preset"] = preset
     rp = doc.get("reparam", [True])
     vals["run-form-kind"] = {(True,): "deploy (re-parameterized)", (False,): "train-time"}.get(tuple(rp), "both")
     for k, v in vals.items():
