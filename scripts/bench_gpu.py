@@ -69,7 +69,8 @@ def markdown(result: dict) -> str:
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if r["status"] != "ok":
-            L.append(f"| {r['model']} | {r['precision']} | {r['route'] or '-'} | export {r['status']}: {r['reason']} |"
+            why = " ".join(str(r["reason"]).split())
+            L.append(f"| {r['model']} | {r['precision']} | {r['route'] or '-'} | export {r['status']}: {why} |"
                      + " - |" * 10)
             continue
         fb = ", ".join(f"{k} x{v}" for k, v in (r["fallback_by_op"] or {}).items()) or "none"
@@ -91,8 +92,12 @@ def main() -> int:
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--fidelity-count", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"))
+    ap.add_argument("--render", action="store_true", help="rewrite gpu.md from an earlier gpu.json, measure nothing")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.render:
+        (out / "gpu.md").write_text(markdown(json.loads((out / "gpu.json").read_text())))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     import platform
 
