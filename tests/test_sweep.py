@@ -157,3 +157,25 @@ def test_failed_export_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, 
     assert "SIGABRT" in (tmp_path / "out" / "report.md").read_text()
     rows = (tmp_path / "out" / "results.csv").read_text()
     assert "failed" in rows
+
+
+def test_a_run_that_fails_mid_way_keeps_what_it_measured(tmp_path, monkeypatch):
+    """A failure among the cells (here: the evaluation raising) writes run.json marked incomplete, with
+    the exports and the cells finished before it, then re-raises."""
+    import json as _json
+
+    import workbench.evaluate as ev
+    from workbench.executor import Plan, execute
+
+    def boom(*a, **k):
+        raise RuntimeError("the evaluation data vanished")
+
+    monkeypatch.setattr(ev, "evaluate_target", boom)
+    plan = Plan(name="fails", models=[{"name": "repvgg-tiny", "num_classes": 5, "input_size": 32}], formats=["onnx"],
+                precisions=["fp32"], devices=["host"], data={"evaluation": "builtin", "calib_count": 8},
+                latency={"warmup": 1, "warmup_seconds": 0.05, "min_runs": 5, "min_seconds": 0.05, "repeats": 1})
+    with pytest.raises(RuntimeError, match="vanished"):
+        execute(plan, tmp_path / "out", cache=tmp_path / "cache")
+    run = _json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["incomplete"] == {"state": "failed", "reason": "the evaluation data vanished"}
+    assert [a["status"] for a in run["artifacts"]] == ["ok"] and (tmp_path / "out" / "report.html").exists()

@@ -121,9 +121,11 @@ with tab_table:
         if shown[col].dtype == object:  # one type per column (Arrow): text, with "n/a" for a missing value
             shown[col] = shown[col].map(lambda v: "n/a" if v is None or v != v else
                                         ("yes" if v is True else "no" if v is False else str(v)))
-    st.dataframe(shown, hide_index=True, width="stretch",
-                 column_config={"p50_ms": st.column_config.NumberColumn("p50 (ms)", format="%.3f"),
-                                "top1": st.column_config.NumberColumn("top-1", format="%.3f"),
+    # numbers stay numbers (sorting works); a missing one is displayed "n/a" (the Styler's display value)
+    numeric = [c for c in shown.columns if shown[c].dtype.kind in "fi"]
+    st.dataframe(shown.style.format(na_rep="n/a", precision=3, subset=numeric), hide_index=True, width="stretch",
+                 column_config={"p50_ms": st.column_config.NumberColumn("p50 (ms)", help="n/a: not measured (see status)"),
+                                "top1": st.column_config.NumberColumn("top-1", help="n/a: no accuracy for this row"),
                                 "estimated": st.column_config.CheckboxColumn("estimate"),
                                 "noisy": st.column_config.TextColumn("noisy", help="measured on a busy machine; "
                                                                      "n/a: not a measurement (an estimate)")})
