@@ -32,6 +32,7 @@ from .studies.before_after import compare_before_after
 from .studies.int8_study import quant_study
 from .sweep import (check_document, estimate_seconds, load_sweep, run_sweep, safe_name, sweep_to_toml,
                     unsupported_combinations)
+from .sweep_fields import check_data_source, check_number
 from .train import TrainConfig, train
 
 __all__ = [
@@ -40,6 +41,6 @@ __all__ = [
     "save_state_dict", "zoo_table", "zoo_table_cached", "run_demo", "ConfigError", "WorkbenchError", "evaluate_target", "Plan",
     "execute", "ExportOptions", "export_model", "atomic_write_json", "artifact_graph", "onnx_op_profile", "torch_graph", "allocate", "cancel", "delete_run", "list_runs", "start", "status",
     "optimize_model", "Cancelled", "cancel_all", "sensitivity_on_data", "list_models", "validate_run", "compare_runs", "report_cells",
-    "pareto", "gpu_text", "runtime_text", "write_reports", "compare_before_after", "quant_study", "load_sweep", "check_document", "estimate_seconds", "unsupported_combinations", "run_sweep", "safe_name",
+    "pareto", "gpu_text", "runtime_text", "write_reports", "compare_before_after", "quant_study", "load_sweep", "check_document", "check_data_source", "check_number", "estimate_seconds", "unsupported_combinations", "run_sweep", "safe_name",
     "sweep_to_toml", "TrainConfig", "train",
 ]

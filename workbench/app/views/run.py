@@ -247,7 +247,7 @@ if profile_errors:
 
 
 def _int(text: str, where: str, lo: int, hi: int, problems: list[str]) -> int | None:
-    from workbench.sweep_fields import check_number
+    from workbench.api import check_number
     from workbench.errors import ConfigError
 
     try:
@@ -285,7 +285,7 @@ def _build_doc() -> tuple[dict | None, list[str]]:
             return text.strip()
         try:
             p = common.checked_path(text, what=what)
-            from workbench.sweep_fields import check_data_source
+            from workbench.api import check_data_source
 
             check_data_source(what, str(p))
             return str(p)
